@@ -1,0 +1,54 @@
+"""Package configuration through Dask's config system.
+
+Why Dask config: it is what dask-gateway uses, so the hub can configure every notebook *and* every
+worker with environment variables (``NEUROPIXELS_DASK__CACHE__URL`` …) and users never pass options
+through five layers of keyword arguments.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import dask.config
+import yaml
+
+_FN = os.path.join(os.path.dirname(__file__), "neuropixels_dask.yaml")
+
+with open(_FN) as _f:
+    _defaults = yaml.safe_load(_f)
+
+dask.config.update_defaults(_defaults)
+# Environment variables win over the defaults, also in processes where dask.config was imported
+# before this module (dask only collects env vars when it is imported).
+dask.config.refresh()
+
+
+def get(key: str, default: Any = None) -> Any:
+    """Return ``neuropixels_dask.<key>`` from Dask config."""
+    return dask.config.get(f"neuropixels_dask.{key}", default=default)
+
+
+def storage_options_from_config(url: str) -> dict[str, Any]:
+    """Default fsspec ``storage_options`` for ``url`` from config (S3 settings only apply to s3://)."""
+    if not str(url).startswith(("s3://", "s3a://")):
+        return {}
+    s3 = get("s3") or {}
+    opts: dict[str, Any] = {}
+    anon = s3.get("anon")
+    if isinstance(anon, str):
+        anon = anon.lower() in ("1", "true", "yes")
+    opts["anon"] = bool(anon)
+    client_kwargs: dict[str, Any] = {}
+    if s3.get("endpoint_url"):
+        client_kwargs["endpoint_url"] = s3["endpoint_url"]
+    if s3.get("region"):
+        client_kwargs["region_name"] = s3["region"]
+    if client_kwargs:
+        opts["client_kwargs"] = client_kwargs
+    rp = s3.get("requester_pays")
+    if isinstance(rp, str):
+        rp = rp.lower() in ("1", "true", "yes")
+    if rp:
+        opts["requester_pays"] = True
+    return opts

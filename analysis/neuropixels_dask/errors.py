@@ -1,0 +1,51 @@
+"""Exceptions in the user's words.
+
+Every error names what was wrong and what to do; none leaks a bare ``KeyError``/``OSError`` from h5py
+or botocore. They subclass the builtin a caller would naturally catch (``KeyError``, ``OSError``,
+``ValueError``) so existing ``except`` clauses keep working.
+"""
+
+from __future__ import annotations
+
+
+class NeuropixelsDaskError(Exception):
+    """Base class of every error raised on purpose by this package."""
+
+
+class CacheNotFoundError(NeuropixelsDaskError, FileNotFoundError):
+    """The cache URL holds no ``manifest.json`` / tables, or the bucket does not exist."""
+
+
+class AccessDeniedError(NeuropixelsDaskError, PermissionError):
+    """The object store refused our credentials."""
+
+
+class EndpointUnreachableError(NeuropixelsDaskError, ConnectionError):
+    """The object store could not be reached at all."""
+
+
+class UnknownSessionError(NeuropixelsDaskError, KeyError):
+    """A session id that the cache does not list."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownProbeError(UnknownSessionError):
+    """A probe id that the session does not have."""
+
+
+class UnknownUnitError(UnknownSessionError):
+    """A unit id that the session does not have."""
+
+
+class NoLFPError(NeuropixelsDaskError, LookupError):
+    """The probe has no LFP file (a few real probes have none)."""
+
+
+class InvalidFileError(NeuropixelsDaskError, OSError):
+    """A file that is truncated, not NWB/HDF5, or misses groups the Allen layout has."""
+
+
+class InvalidSelectionError(NeuropixelsDaskError, ValueError):
+    """A time range, channel list or bin specification that cannot be honoured."""

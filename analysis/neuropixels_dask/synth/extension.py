@@ -1,0 +1,50 @@
+"""The ``ndx-aibs-ecephys`` 0.2.0 types the Allen files use, built with pynwb's spec API.
+
+The spec is generated into a private temporary folder on first use and loaded into pynwb's type map;
+files written with these classes cache the namespace, as the real files do, so any NWB reader
+(including AllenSDK's) can resolve ``EcephysProbe`` and ``EcephysElectrodeGroup``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+
+NAMESPACE = "ndx-aibs-ecephys"
+VERSION = "0.2.0"
+
+
+@functools.cache
+def ecephys_types() -> dict[str, type]:
+    """Return ``{"EcephysProbe": cls, "EcephysElectrodeGroup": cls}``."""
+    from pynwb import get_class, load_namespaces
+    from pynwb.spec import NWBAttributeSpec, NWBGroupSpec, NWBNamespaceBuilder
+
+    def attr(name: str, dtype: str, doc: str) -> NWBAttributeSpec:
+        return NWBAttributeSpec(name=name, dtype=dtype, doc=doc)
+
+    probe = NWBGroupSpec(
+        neurodata_type_def="EcephysProbe", neurodata_type_inc="Device",
+        doc="A Neuropixels probe device",
+        attributes=[attr("sampling_rate", "float64", "Sampling rate of the device (Hz)"),
+                    attr("probe_id", "text", "Unique ID of the Neuropixels probe")])
+    group = NWBGroupSpec(
+        neurodata_type_def="EcephysElectrodeGroup", neurodata_type_inc="ElectrodeGroup",
+        doc="The channels of one Neuropixels probe",
+        attributes=[attr("has_lfp_data", "bool", "Whether an LFP file exists for this probe"),
+                    attr("probe_id", "text", "Unique ID of the Neuropixels probe"),
+                    attr("lfp_sampling_rate", "float64", "LFP sampling rate (Hz)")])
+    folder = tempfile.mkdtemp(prefix="ndx-aibs-ecephys-")
+    ns = NWBNamespaceBuilder(doc="Allen Institute Ecephys Extension (synthetic mirror)",
+                             name=NAMESPACE, version=VERSION,
+                             author="Allen Institute for Brain Science",
+                             contact="neuropixels-hub")
+    ns.include_namespace("core")
+    ext = f"{NAMESPACE}.extension.yaml"
+    for spec in (probe, group):
+        ns.add_spec(ext, spec)
+    ns.export(f"{NAMESPACE}.namespace.yaml", outdir=folder)
+    load_namespaces(os.path.join(folder, f"{NAMESPACE}.namespace.yaml"))
+    return {name: get_class(name, NAMESPACE)
+            for name in ("EcephysProbe", "EcephysElectrodeGroup")}

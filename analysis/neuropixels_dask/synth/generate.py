@@ -1,0 +1,318 @@
+"""Generate a whole synthetic cache: tables, manifest, NWB files and the ground-truth sidecar.
+
+Sessions are generated in parallel processes (one session each) with bounded memory: LFP is
+synthesised and compressed a few storage chunks at a time, never a whole probe at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from . import layout as L
+from . import model as M
+from .nwb_writer import UNIT_METRICS, session_start, write_lfp_nwb, write_session_nwb
+from .presets import PRESETS, Preset
+from .stimulus import build_schedule, session_end
+
+GROUND_TRUTH_FILE = "synthetic_ground_truth.json"
+STIMULUS_START = 20.0  # s; LFP timestamps start near 13.6 s as in the real files
+GENOTYPES = ["wt/wt", "Sst-IRES-Cre/wt;Ai32(RCL-ChR2(H134R)_EYFP)/wt",
+             "Vip-IRES-Cre/wt;Ai32(RCL-ChR2(H134R)_EYFP)/wt",
+             "Pvalb-IRES-Cre/wt;Ai32(RCL-ChR2(H134R)_EYFP)/wt"]
+
+
+def manifest() -> dict:
+    """``manifest.json`` exactly as the real cache's (version 0.3.0)."""
+    entries = [
+        {"type": "manifest_version", "value": "0.3.0"},
+        {"key": "BASEDIR", "type": "dir", "spec": "."},
+    ]
+    for key, spec in [("sessions", "sessions.csv"), ("probes", "probes.csv"),
+                      ("channels", "channels.csv"), ("units", "units.csv")]:
+        entries.append({"key": key, "type": "file", "spec": spec, "parent_key": "BASEDIR"})
+    entries += [
+        {"key": "session_data", "type": "dir", "spec": "session_%d", "parent_key": "BASEDIR"},
+        {"key": "session_nwb", "type": "file", "spec": "session_%d.nwb",
+         "parent_key": "session_data"},
+        {"key": "probe_lfp_nwb", "type": "file", "spec": "probe_%d_lfp.nwb",
+         "parent_key": "session_data"},
+    ]
+    return {"manifest": entries}
+
+
+def _unit_metrics(rng: np.random.Generator, quality: str, fail: str | None) -> dict:
+    """Plausible metrics; ``fail`` names the default filter this unit is made to fail."""
+    m = {
+        "PT_ratio": rng.uniform(0.2, 0.8), "amplitude": rng.uniform(60, 300),
+        "amplitude_cutoff": rng.uniform(0.0, 0.08), "cumulative_drift": rng.uniform(20, 300),
+        "d_prime": rng.uniform(2, 8), "duration": rng.uniform(0.2, 0.9),
+        "halfwidth": rng.uniform(0.1, 0.4), "isi_violations": rng.uniform(0.0, 0.3),
+        "isolation_distance": rng.uniform(20, 120), "l_ratio": rng.uniform(0, 0.1),
+        "max_drift": rng.uniform(5, 60), "nn_hit_rate": rng.uniform(0.6, 1.0),
+        "nn_miss_rate": rng.uniform(0, 0.05), "presence_ratio": rng.uniform(0.96, 0.99),
+        "recovery_slope": rng.uniform(-0.3, -0.02), "repolarization_slope": rng.uniform(0.2, 1.5),
+        "silhouette_score": rng.uniform(0.02, 0.3), "snr": rng.uniform(1.5, 6.0),
+        "spread": rng.uniform(30, 150), "velocity_above": rng.uniform(-1, 1),
+        "velocity_below": rng.uniform(-1, 1),
+    }
+    if quality == "noise":
+        m["snr"] = rng.uniform(0.2, 1.0)
+    if fail == "amplitude_cutoff":
+        m["amplitude_cutoff"] = rng.uniform(0.15, 0.5)
+    elif fail == "presence_ratio":
+        m["presence_ratio"] = rng.uniform(0.5, 0.9)
+    elif fail == "isi_violations":
+        m["isi_violations"] = rng.uniform(0.6, 3.0)
+    return m
+
+
+def _session_task(args: tuple) -> dict:
+    """Generate and write one session; returns its table rows and ground truth."""
+    preset, s_index, session_id, out_dir, show_progress = args
+    rng = np.random.default_rng([preset.seed, s_index])
+    probes = L.probe_layouts(s_index, preset.n_probes, preset.lfp_channel_stride,
+                             preset.probe_without_lfp, rng)
+    tables = build_schedule(preset, STIMULUS_START, rng)
+    duration = session_end(tables) + 5.0
+    areas = sorted({a for p in probes for a in p.acronyms if a})
+    model = M.SessionModel(t0=0.0, n_grid=int(np.ceil(duration / M.GRID_DT)), tables=tables,
+                           areas=areas, rng_seed=int(rng.integers(2**31)))
+    meta = {
+        "specimen_id": int(700_000_000 + s_index * 1000 + rng.integers(1000)),
+        "session_type": "brain_observatory_1.1",
+        "age_in_days": float(rng.integers(90, 140)),
+        "sex": str(rng.choice(["M", "F"])),
+        "genotype": str(rng.choice(GENOTYPES)),
+    }
+    start = session_start(s_index)
+
+    # ---- units and spikes
+    flash = {fam: model.flash_drive(fam) for fam in ("visual", "thalamus", "hippocampus")}
+    unit_rows, spikes, amps, truths = [], [], [], {}
+    uid = 950_000_000 + s_index * 100_000
+    for p_i, p in enumerate(probes):
+        in_brain = np.flatnonzero(p.acronyms != "")
+        peaks = np.sort(rng.choice(in_brain, size=preset.units_per_probe,
+                                   replace=len(in_brain) < preset.units_per_probe))
+        for local_unit, ch in enumerate(peaks):
+            area = str(p.acronyms[ch])
+            fam = L.area_family(area)
+            quality = "noise" if rng.random() < 0.1 else "good"
+            fail = None
+            if quality == "good" and rng.random() < 0.25:
+                fail = str(rng.choice(["amplitude_cutoff", "presence_ratio", "isi_violations"]))
+            truth = M.UnitTruth(
+                unit_id=uid, area=area, base_rate=float(np.exp(rng.normal(1.3, 0.5))),
+                preferred_orientation=(float(rng.choice(L_ORI)) if fam == "visual" else None),
+                flash_responsive=fam in M.FLASH_LATENCY and rng.random() < 0.8, quality=quality)
+            st = M.spikes_from_rate(M.unit_rate(model, truth, flash[fam or "hippocampus"]),
+                                    model.t0, rng)
+            metrics = _unit_metrics(rng, quality, fail)
+            metrics["firing_rate"] = st.size / duration
+            unit_rows.append({"id": uid, "cluster_id": local_unit + 3 * p_i,
+                              "local_index": local_unit, "peak_channel_id": int(p.channel_ids[ch]),
+                              "quality": quality, **metrics})
+            spikes.append(st)
+            amps.append((metrics["amplitude"] * 1e-6 * rng.lognormal(0, 0.2, st.size)))
+            truths[str(uid)] = {**asdict(truth), "probe_id": p.probe_id, "fails_filter": fail,
+                                "n_spikes": int(st.size)}
+            uid += 1
+    units = pd.DataFrame(unit_rows).set_index("id")
+
+    # ---- running speed, 60 Hz
+    rt = np.arange(0.0, duration, 1 / 60.0)
+    speed = np.abs(np.cumsum(rng.normal(0, 0.5, rt.size))) % 40.0
+
+    folder = os.path.join(out_dir, f"session_{session_id}")
+    os.makedirs(folder, exist_ok=True)
+    write_session_nwb(os.path.join(folder, f"session_{session_id}.nwb"), session_id, meta,
+                      probes, units, spikes, amps, tables, (rt, speed), start)
+    del spikes, amps
+
+    lfp_truth = {}
+    for p in probes:
+        if not p.has_lfp:
+            continue
+        fs = p.lfp_sampling_rate / L.LFP_SUBSAMPLING
+        t0 = 13.6 + float(rng.uniform(-0.05, 0.05))
+        n = int((duration - t0) * fs)
+        ts = t0 + np.arange(n) / fs
+        synth = M.LFPSynthesizer(model, p.acronyms[p.lfp_local_indices], t0, fs,
+                                 seed=int(rng.integers(2**31)))
+        write_lfp_nwb(os.path.join(folder, f"probe_{p.probe_id}_lfp.nwb"), session_id, meta, p,
+                      synth, ts, start)
+        lfp_truth[str(p.probe_id)] = {"sampling_rate": fs, "n_samples": n, "t0": t0,
+                                      "n_channels": len(p.lfp_local_indices)}
+
+    # ---- rows for the cache tables
+    session_row = {"id": session_id, "date_of_acquisition": start.isoformat(),
+                   "isi_experiment_id": 700_000_000 + s_index, "published_at":
+                   "2019-10-03T00:00:00+00:00", "specimen_id": meta["specimen_id"],
+                   "session_type": meta["session_type"], "age_in_days": meta["age_in_days"],
+                   "sex": meta["sex"], "genotype": meta["genotype"], "has_nwb": True}
+    probe_rows, channel_rows = [], []
+    for p in probes:
+        probe_rows.append({"id": p.probe_id, "air_channel_index": p.air_channel_index,
+                           "ecephys_session_id": session_id,
+                           "lfp_sampling_rate": p.lfp_sampling_rate,
+                           "lfp_temporal_subsampling_factor": float(L.LFP_SUBSAMPLING),
+                           "name": p.name, "phase": "3a", "sampling_rate": L.RAW_SAMPLING_RATE,
+                           "surface_channel_index": p.surface_channel_index,
+                           "has_lfp_data": p.has_lfp})
+        for i, cid in enumerate(p.channel_ids):
+            acr = p.acronyms[i]
+            channel_rows.append({
+                "id": int(cid), "ecephys_probe_id": p.probe_id, "local_index": i,
+                "probe_horizontal_position": int(p.horizontal[i]),
+                "probe_vertical_position": int(p.vertical[i]),
+                "anterior_posterior_ccf_coordinate": p.ccf[i, 0] if acr else np.nan,
+                "dorsal_ventral_ccf_coordinate": p.ccf[i, 1] if acr else np.nan,
+                "left_right_ccf_coordinate": p.ccf[i, 2] if acr else np.nan,
+                "ecephys_structure_id": L.STRUCTURE_IDS.get(acr, np.nan),
+                "ecephys_structure_acronym": acr or np.nan})
+    unit_csv = units.reset_index().rename(columns={"peak_channel_id": "ecephys_channel_id"})
+    unit_csv = unit_csv[UNITS_CSV_COLUMNS]
+    return {
+        "session": session_row, "probes": probe_rows, "channels": channel_rows,
+        "units": unit_csv.to_dict("records"),
+        "truth": {"session_id": session_id, "duration": duration, "areas": areas,
+                  "units": truths, "lfp": lfp_truth,
+                  "stimulus_counts": {k: int(len(v)) for k, v in tables.items()}},
+    }
+
+
+L_ORI = [0.0, 45.0, 90.0, 135.0, 180.0, 225.0, 270.0, 315.0]
+UNITS_CSV_COLUMNS = ["id", "PT_ratio", "amplitude", "amplitude_cutoff", "cumulative_drift",
+                     "d_prime", "duration", "ecephys_channel_id", "firing_rate", "halfwidth",
+                     "isi_violations", "isolation_distance", "l_ratio", "max_drift",
+                     "nn_hit_rate", "nn_miss_rate", "presence_ratio", "quality", "recovery_slope",
+                     "repolarization_slope", "silhouette_score", "snr", "spread",
+                     "velocity_above", "velocity_below"]
+assert set(UNITS_CSV_COLUMNS) >= set(UNIT_METRICS) - {"firing_rate"} | {"firing_rate"}
+
+
+def _ground_truth_header(preset: Preset) -> dict:
+    return {
+        "generator": {"preset": asdict(preset), "format_version": 1},
+        "rhythms": {fam: {"frequency_hz": f, "amplitude_v": a}
+                    for fam, (f, a) in M.RHYTHM.items()},
+        "gamma_grating_power_gain": M.GAMMA_GRATING_GAIN ** 2,
+        "tuning": {"gain": M.TUNING_GAIN, "kappa": M.TUNING_KAPPA,
+                   "stimulus": "drifting_gratings", "parameter": "orientation"},
+        "flash_latency_s": M.FLASH_LATENCY,
+        "correlations": {
+            "description": "During drifting_gratings one latent gain drives all visual areas "
+                           "(spike counts and gamma power co-fluctuate across probes); in other "
+                           "epochs each area has its own latent.",
+            "high_between_visual_areas_during": "drifting_gratings",
+            "low_between_visual_areas_during": "spontaneous",
+            "latent_coupling": M.LATENT_COUPLING, "latent_tau_s": M.LATENT_TAU,
+        },
+        "families": {"visual": "VIS*", "hippocampus": ["CA1", "DG"], "thalamus": ["LGd", "LP"]},
+    }
+
+
+@dataclass
+class GenerateResult:
+    url: str
+    session_ids: list[int]
+    reused: bool
+
+
+def _is_remote(url: str) -> bool:
+    return "://" in url and not url.startswith("file://")
+
+
+def generate_cache(url: str, preset: str | Preset = "tiny", *, reuse: bool = True,
+                   jobs: int | None = None, progress: bool = True,
+                   storage_options: dict | None = None, **overrides) -> GenerateResult:
+    """Write a synthetic cache at ``url`` (a local folder or any fsspec URL such as ``s3://…``).
+
+    ``reuse=True`` returns at once when ``url`` already holds a complete cache generated with the
+    same parameters (the ground-truth sidecar, written last, records them).
+    """
+    p = PRESETS[preset] if isinstance(preset, str) else preset
+    if isinstance(preset, str) and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    p = p.with_overrides(**overrides)
+    header = _ground_truth_header(p)
+    ids = L.session_ids(p.n_sessions, p.seed)
+
+    import fsspec
+
+    from ..config import storage_options_from_config
+
+    so = storage_options if storage_options is not None else storage_options_from_config(url)
+    fs, root = fsspec.core.url_to_fs(url, **so)
+    gt_path = f"{root.rstrip('/')}/{GROUND_TRUTH_FILE}"
+    if reuse and fs.exists(gt_path):
+        with fs.open(gt_path) as f:
+            old = json.load(f)
+        if old.get("generator") == header["generator"]:
+            return GenerateResult(url, ids, True)
+
+    remote = _is_remote(url)
+    out_dir = tempfile.mkdtemp(prefix="npd-gen-") if remote else root
+    os.makedirs(out_dir, exist_ok=True)
+    if not remote and os.path.exists(os.path.join(out_dir, GROUND_TRUTH_FILE)):
+        os.remove(os.path.join(out_dir, GROUND_TRUTH_FILE))  # incomplete until rewritten
+    try:
+        jobs = jobs or min(len(ids), os.cpu_count() or 1)
+        tasks = [(p, i, sid, out_dir, False) for i, sid in enumerate(ids)]
+        results = []
+        bar = tqdm(total=len(tasks), desc="generating sessions", unit="session",
+                   disable=not progress)
+        if jobs > 1:
+            with ProcessPoolExecutor(max_workers=jobs) as ex:
+                for r in ex.map(_session_task, tasks):
+                    results.append(r)
+                    bar.update()
+        else:
+            for t in tasks:
+                results.append(_session_task(t))
+                bar.update()
+        bar.close()
+        pd.DataFrame([r["session"] for r in results]).to_csv(
+            os.path.join(out_dir, "sessions.csv"), index=False)
+        for key in ("probes", "channels", "units"):
+            rows = [row for r in results for row in r[key]]
+            pd.DataFrame(rows).to_csv(os.path.join(out_dir, f"{key}.csv"), index=False)
+        with open(os.path.join(out_dir, "manifest.json"), "w") as f:
+            json.dump(manifest(), f, indent=2)
+        truth = {**header, "sessions": {str(r["truth"]["session_id"]): r["truth"]
+                                        for r in results}}
+        gt_local = os.path.join(out_dir, GROUND_TRUTH_FILE)
+        if remote:
+            # upload everything but the sidecar first: the sidecar marks the cache complete
+            fs.put(out_dir.rstrip("/") + "/", root.rstrip("/") + "/", recursive=True)
+            with open(gt_local, "w") as f:
+                json.dump(truth, f, indent=1)
+            fs.put_file(gt_local, gt_path)
+        else:
+            with open(gt_local + ".tmp", "w") as f:
+                json.dump(truth, f, indent=1)
+            os.replace(gt_local + ".tmp", gt_local)
+    finally:
+        if remote:
+            shutil.rmtree(out_dir, ignore_errors=True)
+    return GenerateResult(url, ids, False)
+
+
+def load_ground_truth(url: str, storage_options: dict | None = None) -> dict:
+    """Read the ground-truth sidecar of a synthetic cache."""
+    import fsspec
+
+    from ..config import storage_options_from_config
+
+    so = storage_options if storage_options is not None else storage_options_from_config(url)
+    with fsspec.open(f"{url.rstrip('/')}/{GROUND_TRUTH_FILE}", **so) as f:
+        return json.load(f)
