@@ -137,13 +137,18 @@ def test_lfp_equals_pynwb(session, reference):
 def test_lfp_selection_before_read(session, reference):
     pid = reference["pid"]
     chans = reference["lfp_ids"][[1, 4, 2]]
-    lfp = session.get_lfp(pid, time_range=(50.0, 52.0), channel_ids=chans)
+    lfp = session.get_lfp(pid, time_range=(30.0, 32.0), channel_ids=chans)
     ts = reference["ts"]
-    sel = (ts >= 50.0) & (ts < 52.0)
+    sel = (ts >= 30.0) & (ts < 32.0)
     assert lfp.shape == (sel.sum(), 3)
     np.testing.assert_array_equal(lfp.values, reference["lfp"][sel][:, [1, 4, 2]])
-    # a window inside one storage chunk is one task
+    # a window inside one storage chunk is one task; one across a boundary is two
     assert lfp.data.npartitions == 1
+    boundary = float(ts[46989])
+    across = session.get_lfp(pid, time_range=(boundary - 1, boundary + 1), channel_ids=chans)
+    assert across.data.npartitions == 2
+    sel = (ts >= boundary - 1) & (ts < boundary + 1)
+    np.testing.assert_array_equal(across.values, reference["lfp"][sel][:, [1, 4, 2]])
 
 
 def test_spike_counts_match_naive(session):

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from neuropixels_dask import s3server
 from neuropixels_dask.s3proxy import FaultConfig, _Plan
 from neuropixels_dask.s3server import LocalS3Server
@@ -146,8 +147,29 @@ def _boto3(server, direct=False):
                         region_name=server.region)
 
 
+def test_public_bucket_reads_anonymously_and_private_denies(s3):
+    import s3fs
+
+    so = s3.storage_options()
+    anon = s3fs.S3FileSystem(anon=True, client_kwargs=so["client_kwargs"],
+                             skip_instance_cache=True)
+    assert anon.cat_file(f"{BUCKET}/up/manifest.json") == b'{"a": 1}'
+    with LocalS3Server(bucket="private-test", public=False, proxy=True,
+                       proxy_mode="thread", fault={"deny_access_keys": ["bad-key"]}) as private:
+        private.filesystem(direct=True).pipe("private-test/k", b"secret")
+        cko = private.storage_options()["client_kwargs"]
+        anon = s3fs.S3FileSystem(anon=True, client_kwargs=cko, skip_instance_cache=True)
+        with pytest.raises(PermissionError):
+            anon.cat_file("private-test/k")
+        assert private.filesystem(skip_instance_cache=True).cat_file("private-test/k") == \
+            b"secret"
+        denied = s3fs.S3FileSystem(key="bad-key", secret="x", client_kwargs=cko,
+                                   skip_instance_cache=True)
+        with pytest.raises(PermissionError):
+            denied.cat_file("private-test/k")
+
+
 def test_env_reaches_the_server_through_package_config(s3, monkeypatch):
-    import dask.config
     from neuropixels_dask import config, storage
 
     env = s3.env(cache_prefix="up")
@@ -155,15 +177,15 @@ def test_env_reaches_the_server_through_package_config(s3, monkeypatch):
     assert env["NEUROPIXELS_DASK__S3__ANON"] == "false"
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    dask.config.refresh()
+    config.refresh()
     try:
         url = config.get("cache.url")
         assert url == f"s3://{BUCKET}/up/"
         fs, path = storage.filesystem(url)
-        assert fs.cat_file(path + "manifest.json") == b'{"a": 1}'
+        assert fs.cat_file(path.rstrip("/") + "/manifest.json") == b'{"a": 1}'
     finally:
         monkeypatch.undo()
-        dask.config.refresh()
+        config.refresh()
 
 
 def test_mounted_folder_is_served_in_place_and_never_written(tree):

@@ -131,7 +131,8 @@ class EcephysProjectCache:
         units = self._units_merged(filters={})
         sessions["unit_count"] = units.groupby("ecephys_session_id").size().reindex(
             sessions.index, fill_value=0)
-        ch = channels.join(probes[["ecephys_session_id"]], on="ecephys_probe_id")
+        ch = channels.merge(probes[["ecephys_session_id"]], left_on="ecephys_probe_id",
+                            right_index=True, how="left")
         sessions["channel_count"] = ch.groupby("ecephys_session_id").size().reindex(
             sessions.index, fill_value=0)
         sessions["probe_count"] = probes.groupby("ecephys_session_id").size().reindex(
@@ -158,7 +159,8 @@ class EcephysProjectCache:
     def get_channels(self, suppress: list[str] | None = None) -> pd.DataFrame:
         channels = self._table("channels").copy()
         probes = self._table("probes")
-        channels = channels.join(probes[["ecephys_session_id"]], on="ecephys_probe_id")
+        channels = channels.merge(probes[["ecephys_session_id"]], left_on="ecephys_probe_id",
+                                  right_index=True, how="left")
         units = self._units_merged(filters={})
         channels["unit_count"] = units.groupby("ecephys_channel_id").size().reindex(
             channels.index, fill_value=0)
@@ -170,9 +172,11 @@ class EcephysProjectCache:
         probes = self._table("probes").drop(columns=["air_channel_index",
                                                      "surface_channel_index"], errors="ignore")
         sessions = self._table("sessions")
-        t = units.join(channels, on="ecephys_channel_id")
-        t = t.join(probes, on="ecephys_probe_id", rsuffix="_probe")
-        t = t.join(sessions, on="ecephys_session_id", rsuffix="_session")
+        t = units.merge(channels, left_on="ecephys_channel_id", right_index=True, how="left")
+        t = t.merge(probes, left_on="ecephys_probe_id", right_index=True, how="left",
+                    suffixes=("", "_probe"))
+        t = t.merge(sessions, left_on="ecephys_session_id", right_index=True, how="left",
+                    suffixes=("", "_session"))
         t = t.rename(columns=UNIT_RENAMES)
         t.index.name = "id"
         if filters is None:

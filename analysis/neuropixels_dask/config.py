@@ -18,10 +18,43 @@ _FN = os.path.join(os.path.dirname(__file__), "neuropixels_dask.yaml")
 with open(_FN) as _f:
     _defaults = yaml.safe_load(_f)
 
-dask.config.update_defaults(_defaults)
-# Environment variables win over the defaults, also in processes where dask.config was imported
-# before this module (dask only collects env vars when it is imported).
-dask.config.refresh()
+ENV_PREFIX = "NEUROPIXELS_DASK__"
+
+
+def env_config(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """``NEUROPIXELS_DASK__A__B=v`` → ``{"neuropixels_dask": {"a": {"b": v}}}``.
+
+    Dask itself only collects ``DASK_*`` variables; ours are named after the config namespace
+    (``NEUROPIXELS_DASK__CACHE__URL``) like dask-gateway's ``DASK_GATEWAY__ADDRESS``, so they are
+    collected here, with Dask's own value parsing (``true`` → True, ``null`` → None, numbers).
+    """
+    environ = os.environ if environ is None else environ
+    out: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        node = out.setdefault("neuropixels_dask", {})
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = dask.config.interpret_value(value)
+    return out
+
+
+#: our layer in ``dask.config.defaults``: the YAML defaults with the environment on top. Dask's
+#: ``refresh()`` re-applies it, and ``dask.config.set`` in user code still wins over it.
+_layer: dict[str, Any] = {}
+
+
+def refresh() -> None:
+    """Re-read ``NEUROPIXELS_DASK__*`` variables (call after changing them in-process)."""
+    _layer.clear()
+    _layer.update(dask.config.merge(_defaults, env_config()))
+    dask.config.refresh()
+
+
+_layer.update(dask.config.merge(_defaults, env_config()))
+dask.config.update_defaults(_layer)
 
 
 def get(key: str, default: Any = None) -> Any:

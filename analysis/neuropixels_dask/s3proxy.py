@@ -138,11 +138,22 @@ class RequestCounter:
     def record(self, category: str, nbytes: int = 0, *, bytes_in: int = 0,
                fault: str | None = None) -> None:
         """Count one request of ``category`` (get/head/list/other) that returned ``nbytes``."""
+        self.begin(category, bytes_in)
+        self.add(nbytes, fault=fault)
+
+    def begin(self, category: str, bytes_in: int = 0) -> None:
+        """Count a request as soon as it arrives (its bytes follow with :meth:`add`), so that a
+        client never sees its response before the request is counted."""
         with self._lock:
             self._n["requests"] += 1
             self._n[_CATEGORY_FIELD.get(category, "other_requests")] += 1
-            self._n["bytes"] += int(nbytes)
             self._n["bytes_in"] += int(bytes_in)
+
+    def add(self, nbytes: int = 0, *, fault: str | None = None) -> None:
+        """Count response bytes (before they are written) and an injected fault (before it
+        happens) of a request already counted by :meth:`begin`."""
+        with self._lock:
+            self._n["bytes"] += int(nbytes)
             if fault:
                 self._faults[fault] = self._faults.get(fault, 0) + 1
 
@@ -179,6 +190,9 @@ class FaultConfig:
     for a uniform draw per request. ``error_rate`` applies to every request whose method is in
     ``fault_methods`` (all when empty); ``reset_rate`` / ``truncate_rate`` apply to object GETs
     that return a body (a HEAD has nothing to truncate), which is where clients must be robust.
+    ``deny_access_keys``: requests signed with these access key ids get ``403
+    InvalidAccessKeyId`` (moto itself accepts any credentials, so "denied credentials" is
+    simulated here).
     """
 
     latency: float | tuple[float, float] = 0.0
@@ -187,6 +201,7 @@ class FaultConfig:
     truncate_rate: float = 0.0
     seed: int = 0
     fault_methods: tuple[str, ...] = ()
+    deny_access_keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.latency, list | tuple):
@@ -203,11 +218,13 @@ class FaultConfig:
         if total > 1:
             raise ValueError(f"fault rates add up to {total} > 1")
         self.fault_methods = tuple(m.upper() for m in self.fault_methods)
+        self.deny_access_keys = tuple(self.deny_access_keys)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["latency"] = list(self.latency) if isinstance(self.latency, tuple) else self.latency
         d["fault_methods"] = list(self.fault_methods)
+        d["deny_access_keys"] = list(self.deny_access_keys)
         return d
 
 
@@ -247,6 +264,15 @@ def _error_body(code: str, message: str, path: str) -> bytes:
     return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
             f"<Message>{message}</Message><Resource>{path.split('?', 1)[0]}</Resource>"
             f"<RequestId>npd-proxy-fault</RequestId></Error>").encode()
+
+
+def _access_key(request: Any) -> str | None:
+    """The access key id a request is signed with (header or presigned query), if any."""
+    auth = request.headers.get("Authorization", "")
+    if "Credential=" in auth:
+        return auth.split("Credential=", 1)[1].split("/", 1)[0]
+    cred = request.query.get("X-Amz-Credential") or request.query.get("AWSAccessKeyId")
+    return cred.split("/", 1)[0] if cred else None
 
 
 def _hard_close(transport: Any, reset: bool) -> None:
@@ -329,61 +355,64 @@ class _ProxyCore:
         method = request.method
         category = classify(method, raw_path)
         delay, fault = self.plan.draw(method, category)
-        sent = 0
-        body = b""
-        counted_fault: str | None = None
-        try:
-            body = await request.read()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if fault == "error":
-                counted_fault = "error"
-                status, code, msg = _ERRORS[self.plan.rng.random() < 0.5]
-                payload = _error_body(code, msg, raw_path)
-                sent = len(payload)
-                return web.Response(status=status, body=payload,
-                                    headers={"Content-Type": "application/xml",
-                                             "Retry-After": "0"})
-            headers = [(k, v) for k, v in request.headers.items()
-                       if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length"]
-            async with self._session.request(
-                    method, self.upstream + raw_path, headers=headers,
-                    data=body if body else None, allow_redirects=False,
-                    skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type")) as up:
-                resp = web.StreamResponse(status=up.status, reason=up.reason)
-                for k, v in up.headers.items():
-                    lk = k.lower()
-                    if lk in _HOP_BY_HOP or lk == "content-length":
-                        continue
-                    resp.headers.add(k, v)
-                length = up.content_length
-                if method == "HEAD" or up.status in (204, 304):
-                    if length is not None:
-                        resp.headers["Content-Length"] = str(length)
-                    await resp.prepare(request)
-                    return resp
+        body = await request.read()
+        count = self.counter
+        # counted before anything is sent back: a client that has its answer sees it counted
+        count.begin(category, len(body))
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if self.plan.cfg.deny_access_keys and \
+                _access_key(request) in self.plan.cfg.deny_access_keys:
+            payload = _error_body("InvalidAccessKeyId", "The AWS Access Key Id you provided "
+                                  "does not exist in our records.", raw_path)
+            count.add(len(payload))
+            return web.Response(status=403, body=payload,
+                                headers={"Content-Type": "application/xml"})
+        if fault == "error":
+            status, code, msg = _ERRORS[self.plan.rng.random() < 0.5]
+            payload = _error_body(code, msg, raw_path)
+            count.add(len(payload), fault="error")
+            return web.Response(status=status, body=payload,
+                                headers={"Content-Type": "application/xml", "Retry-After": "0"})
+        headers = [(k, v) for k, v in request.headers.items()
+                   if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length"]
+        async with self._session.request(
+                method, self.upstream + raw_path, headers=headers,
+                data=body if body else None, allow_redirects=False,
+                skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type")) as up:
+            resp = web.StreamResponse(status=up.status, reason=up.reason)
+            for k, v in up.headers.items():
+                lk = k.lower()
+                if lk in _HOP_BY_HOP or lk == "content-length":
+                    continue
+                resp.headers.add(k, v)
+            length = up.content_length
+            if method == "HEAD" or up.status in (204, 304):
                 if length is not None:
-                    resp.content_length = length
-                cut = None
-                if fault in ("reset", "truncate") and up.status in (200, 206) and \
-                        length is not None and length >= 2:
-                    cut = length // 2
+                    resp.headers["Content-Length"] = str(length)
                 await resp.prepare(request)
-                async for chunk in up.content.iter_chunked(self.chunk_size):
-                    if cut is not None and sent + len(chunk) >= cut:
-                        chunk = chunk[:cut - sent]
-                        if chunk:
-                            await resp.write(chunk)
-                            sent += len(chunk)
-                        counted_fault = fault
-                        _hard_close(request.transport, reset=fault == "reset")
-                        return resp
-                    await resp.write(chunk)
-                    sent += len(chunk)
-                await resp.write_eof()
                 return resp
-        finally:
-            self.counter.record(category, sent, bytes_in=len(body), fault=counted_fault)
+            if length is not None:
+                resp.content_length = length
+            cut = None
+            if fault in ("reset", "truncate") and up.status in (200, 206) and \
+                    length is not None and length >= 2:
+                cut = length // 2
+            await resp.prepare(request)
+            sent = 0
+            async for chunk in up.content.iter_chunked(self.chunk_size):
+                if cut is not None and sent + len(chunk) >= cut:
+                    chunk = chunk[:cut - sent]
+                    count.add(len(chunk), fault=fault)
+                    if chunk:
+                        await resp.write(chunk)
+                    _hard_close(request.transport, reset=fault == "reset")
+                    return resp
+                count.add(len(chunk))
+                await resp.write(chunk)
+                sent += len(chunk)
+            await resp.write_eof()
+            return resp
 
 
 # ------------------------------------------------------------------------------------ public API
@@ -411,14 +440,16 @@ class FaultyS3Proxy:
 
     def __init__(self, upstream_endpoint: str, latency: float | tuple[float, float] = 0.0,
                  error_rate: float = 0.0, reset_rate: float = 0.0, truncate_rate: float = 0.0,
-                 seed: int = 0, *, fault_methods: Collection[str] = (), host: str = "127.0.0.1",
+                 seed: int = 0, *, fault_methods: Collection[str] = (),
+                 deny_access_keys: Collection[str] = (), host: str = "127.0.0.1",
                  port: int = 0, mode: str = "thread", startup_timeout: float = 30.0) -> None:
         if mode not in ("thread", "process"):
             raise ValueError(f"mode must be 'thread' or 'process', got {mode!r}")
         self.upstream_endpoint = upstream_endpoint.rstrip("/")
         self.config = FaultConfig(latency=latency, error_rate=error_rate, reset_rate=reset_rate,
                                   truncate_rate=truncate_rate, seed=seed,
-                                  fault_methods=tuple(fault_methods))
+                                  fault_methods=tuple(fault_methods),
+                                  deny_access_keys=tuple(deny_access_keys))
         self.host, self.mode, self.startup_timeout = host, mode, startup_timeout
         self._requested_port = port
         self.port: int | None = None
@@ -519,7 +550,12 @@ class FaultyS3Proxy:
         after the test data is in place, or the same server for a fault-free and a faulty run."""
         new = FaultConfig(**{**self.config.to_dict(), **changes})
         if self._core is not None and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._core.plan.set, new)
+            core = self._core
+
+            async def apply() -> None:  # on the proxy's loop, done before we return
+                core.plan.set(new)
+
+            asyncio.run_coroutine_threadsafe(apply(), self._loop).result(10)
         elif self.port is not None:
             _http_json(f"{self.endpoint_url}{CONTROL_PREFIX}/config", new.to_dict())
         self.config = new

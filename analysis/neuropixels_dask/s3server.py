@@ -81,6 +81,8 @@ class LocalS3Server:
     proxy_mode: ``"process"`` (own process: no GIL sharing, for benchmarks) or ``"thread"``.
     mounts: ``{key_prefix: local_dir}`` served in place, read-only, without copying.
     cache_prefix: key prefix of the ecephys cache; ``env()`` then also sets the cache URL.
+    public: give the bucket a public-read policy, like the Allen bucket, so anonymous clients
+        (``anon=True``, the package default) can read it too. ``False``: unsigned reads get 403.
     """
 
     def __init__(self, bucket: str = DEFAULT_BUCKET, *, port: int = 0, host: str = "127.0.0.1",
@@ -88,8 +90,10 @@ class LocalS3Server:
                  fault: float | Mapping[str, Any] | None = None, seed: int = 0,
                  proxy: bool | None = None, proxy_mode: str = "process",
                  mounts: Mapping[str, str | os.PathLike] | None = None,
-                 cache_prefix: str | None = None, startup_timeout: float = 60.0) -> None:
+                 cache_prefix: str | None = None, public: bool = True,
+                 startup_timeout: float = 60.0) -> None:
         self.bucket = bucket
+        self.public = public
         self.host = host
         self.region = region
         self.cache_prefix = cache_prefix
@@ -97,7 +101,8 @@ class LocalS3Server:
         self._requested_port = port
         self._fault_kwargs = _fault_kwargs(latency, fault, seed)
         wants_proxy = bool(self._fault_kwargs.get("latency")) or any(
-            self._fault_kwargs.get(k) for k in ("error_rate", "reset_rate", "truncate_rate"))
+            self._fault_kwargs.get(k)
+            for k in ("error_rate", "reset_rate", "truncate_rate", "deny_access_keys"))
         self._use_proxy = wants_proxy if proxy is None else bool(proxy)
         if wants_proxy and proxy is False:
             raise ValueError("latency/fault injection needs the proxy (proxy=False given)")
@@ -117,7 +122,8 @@ class LocalS3Server:
         if self._port is not None:
             return self
         cfg = {"host": self.host, "port": 0 if self._use_proxy else self._requested_port,
-               "bucket": self.bucket, "region": self.region, "mounts": self.mounts}
+               "bucket": self.bucket, "region": self.region, "mounts": self.mounts,
+               "public": self.public}
         proc, port = _proxy._spawn_child(os.path.abspath(__file__), "_server_child_main", cfg,
                                          self.startup_timeout, "S3 server")
         self._proc, self._port = proc, port
@@ -274,7 +280,8 @@ def _fault_kwargs(latency: Any, fault: float | Mapping[str, Any] | None,
         share = float(fault) / 3
         kw.update(error_rate=share, reset_rate=share, truncate_rate=share)
         return kw
-    allowed = {"error_rate", "reset_rate", "truncate_rate", "seed", "fault_methods", "latency"}
+    allowed = {"error_rate", "reset_rate", "truncate_rate", "seed", "fault_methods", "latency",
+               "deny_access_keys"}
     unknown = set(fault) - allowed
     if unknown:
         raise ValueError(f"unknown fault settings {sorted(unknown)}; use {sorted(allowed)}")
@@ -496,6 +503,13 @@ def _server_child_main(cfg_json: str) -> None:
     os.environ["MOTO_PORT"] = str(port)
     backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
     backend.create_bucket(cfg["bucket"], cfg["region"])
+    if cfg.get("public"):
+        policy = {"Version": "2012-10-17", "Statement": [{
+            "Sid": "PublicRead", "Effect": "Allow", "Principal": "*",
+            # moto checks HEAD against "s3:HeadObject" (AWS: covered by s3:GetObject)
+            "Action": ["s3:GetObject", "s3:HeadObject"],
+            "Resource": [f"arn:aws:s3:::{cfg['bucket']}/*"]}]}
+        backend.put_bucket_policy(cfg["bucket"], json.dumps(policy).encode())
     for prefix, local_dir in cfg["mounts"].items():
         _mount(backend, cfg["bucket"], prefix, local_dir)
 

@@ -24,7 +24,7 @@ from .errors import (
     UnknownProbeError,
     UnknownUnitError,
 )
-from .kernels import spikes as K
+from .kernels import spike_counts as K
 from .readers import SessionReader, SpikeSource, read_spikes
 
 #: stimulus parameters AllenSDK hides unless ``include_detailed_parameters=True``
@@ -61,9 +61,12 @@ def _count_task(src: SpikeSource, ranges: list[tuple[int, int]], domain: np.ndar
 class SpikeTimes(Mapping):
     """``unit_id → spike times`` that reads only that unit's slice of the ragged array."""
 
+    CACHE_UNITS = 256
+
     def __init__(self, src: SpikeSource, ranges: dict[int, tuple[int, int]]):
         self._src = src
         self._ranges = ranges
+        self._cache: dict[int, np.ndarray] = {}
 
     def __getitem__(self, unit_id: int) -> np.ndarray:
         try:
@@ -73,11 +76,12 @@ class SpikeTimes(Mapping):
                 f"Unit {unit_id!r} is not among this session's units (after quality filters); "
                 "see session.units.index, or open the session with filters set to None."
             ) from None
-        return self._get(a, b)
-
-    @functools.lru_cache(maxsize=256)  # noqa: B019 - bounded, per mapping
-    def _get(self, a: int, b: int) -> np.ndarray:
-        return read_spikes(self._src, a, b)
+        uid = int(unit_id)
+        if uid not in self._cache:
+            if len(self._cache) >= self.CACHE_UNITS:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[uid] = read_spikes(self._src, a, b)
+        return self._cache[uid]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self._ranges)
@@ -169,8 +173,10 @@ class EcephysSession:
         df = df.astype(object).replace("", NULL).fillna(NULL)
         for col in ("start_time", "stop_time"):
             df[col] = df[col].astype(np.float64)
-        df["stimulus_block"] = pd.to_numeric(df["stimulus_block"], errors="ignore") \
-            if "stimulus_block" in df else NULL
+        if "stimulus_block" in df:
+            block = pd.to_numeric(df["stimulus_block"], errors="coerce")
+            if block.notna().all():
+                df["stimulus_block"] = block
         df["duration"] = df["stop_time"] - df["start_time"]
         params = df.drop(columns=["start_time", "stop_time", "duration", "stimulus_block"])
         cond_ids, conditions = K.assign_condition_ids(params)

@@ -17,6 +17,7 @@ Why this module exists (see ``remote`` in ``neuropixels_dask.yaml`` for the knob
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 from typing import Any
@@ -103,7 +104,6 @@ def storage_options_for(url: str, storage_options: dict | None = None) -> dict[s
         ck.setdefault("connect_timeout", remote.get("connect_timeout", 10))
         ck.setdefault("read_timeout", remote.get("read_timeout", 60))
         opts["config_kwargs"] = ck
-        opts.setdefault("retries", int(remote.get("retries", 8)))
     return opts
 
 
@@ -200,10 +200,9 @@ class _HandleCache:
 
 def _close(obj: Any) -> None:
     for o in obj if isinstance(obj, tuple) else (obj,):
-        try:
+        # closing a dead handle must not mask the real work
+        with contextlib.suppress(Exception):
             o.close()
-        except Exception:  # noqa: BLE001 - closing a dead handle must not mask the real work
-            pass
 
 
 handles = _HandleCache()

@@ -122,7 +122,7 @@ def _session_task(args: tuple) -> dict:
                               "local_index": local_unit, "peak_channel_id": int(p.channel_ids[ch]),
                               "quality": quality, **metrics})
             spikes.append(st)
-            amps.append((metrics["amplitude"] * 1e-6 * rng.lognormal(0, 0.2, st.size)))
+            amps.append(metrics["amplitude"] * 1e-6 * rng.lognormal(0, 0.2, st.size))
             truths[str(uid)] = {**asdict(truth), "probe_id": p.probe_id, "fails_filter": fail,
                                 "n_spikes": int(st.size)}
             uid += 1

@@ -6,7 +6,7 @@ exactly (the NWB schema version, 2.2.2 in the real files) is listed in ``docs/sy
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -188,4 +188,4 @@ def write_lfp_nwb(path: str, session_id: int, meta: dict, probe: ProbeLayout,
 
 
 def session_start(session_index: int) -> datetime:
-    return datetime(2019, 1, 8 + session_index, 13, 30, tzinfo=timezone.utc)
+    return datetime(2019, 1, 8 + session_index, 13, 30, tzinfo=UTC)
