@@ -158,8 +158,7 @@ def _open_dst_array(url: str, path: str, options: dict) -> zarr.Array:
 
 def _write_marker(url: str, options: dict, payload: dict) -> None:
     fs, path = storage.filesystem(url, options)
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    if "file" in protocols or "local" in protocols:
+    if _is_local(fs):
         fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     fs.pipe_file(path, json.dumps(payload).encode())
 
@@ -287,7 +286,7 @@ def run_tasks(calls: Sequence[tuple[Callable, tuple]], *, client=None, progress:
 def _column_values(s: pd.Series) -> tuple[np.ndarray, Any]:
     """numpy values of a column and the zarr dtype to store them as."""
     dt = s.dtype
-    if isinstance(dt, pd.StringDtype) or dt == object:
+    if isinstance(dt, pd.StringDtype) or dt == np.dtype(object):
         vals = s.to_numpy(dtype=object)
         if not all(isinstance(v, str) for v in vals):
             raise ConversionError(f"column {s.name!r} holds non-string objects "
@@ -299,9 +298,8 @@ def _column_values(s: pd.Series) -> tuple[np.ndarray, Any]:
     raise ConversionError(f"column {s.name!r} has unsupported dtype {dt}.")
 
 
-def write_table(root: zarr.Group, name: str, df: pd.DataFrame, layout: Layout) -> None:
-    """One array per column (and one for the index), dims named after the index, so
-    ``xr.open_zarr(store, group=name)`` is a Dataset indexed like the DataFrame."""
+def table_spec_for(name: str, df: pd.DataFrame) -> tuple[dict, str]:
+    """The table attributes (column order, dtypes, index) and the dimension name of ``df``."""
     cols = [str(c) for c in df.columns]
     if len(set(cols)) != len(cols):
         raise ConversionError(f"table {name!r} has duplicate column names.")
@@ -314,21 +312,63 @@ def write_table(root: zarr.Group, name: str, df: pd.DataFrame, layout: Layout) -
         index = {"kind": "array", "name": dim, "dtype": str(df.index.dtype)}
     if dim in cols:
         raise ConversionError(f"table {name!r}: a column is named like its index ({dim!r}).")
-    spec = {"columns": cols, "dtypes": {c: str(df[c].dtype) for c in cols}, "index": index}
-    exists = name in root
-    group = root.require_group(name)
-    arrays = {c: df[c] for c in cols}
-    if index["kind"] == "array":
-        arrays = {dim: pd.Series(df.index, name=dim), **arrays}
-    n = len(df)
-    for col, series in arrays.items():
-        values, dtype = _column_values(series)
-        arr = group.create_array(col, shape=(n,), dtype=dtype, chunks=(max(n, 1),),
-                                 compressors=[ZstdCodec(level=layout.table_zstd_level)],
-                                 dimension_names=(dim,), overwrite=exists)
-        if n:
-            arr[:] = values
-    group.attrs[zr.TABLE_ATTRS_KEY] = spec
+    return {"columns": cols, "dtypes": {c: str(df[c].dtype) for c in cols}, "index": index}, dim
+
+
+def write_tables(store_url: str, options: dict, tables: dict[str, pd.DataFrame],
+                 layout: Layout, extra: dict[str, tuple[np.ndarray, str]] | None = None) -> None:
+    """One array per column (and one for the index), dims named after the index, so
+    ``xr.open_zarr(store, group=name)`` is a Dataset indexed like the DataFrame.
+
+    A session has a few hundred small arrays and zarr spends a dozen requests creating each one on
+    S3 (existence checks of the node and its parents, listings for overwrites). So the tables are
+    built in a memory store, then every object is uploaded in one concurrent batch: one PUT per
+    object. ``extra``: more 1-D arrays ``{path: (values, dim)}`` (the spike index).
+    """
+    content: dict[str, Any] = {}
+    mem = zarr.open_group(zarr.storage.MemoryStore(content), mode="w", zarr_format=3)
+    for name, df in tables.items():
+        spec, dim = table_spec_for(name, df)
+        group = mem.create_group(name, attributes={zr.TABLE_ATTRS_KEY: spec})
+        series = {c: df[c] for c in spec["columns"]}
+        if spec["index"]["kind"] == "array":
+            series = {dim: pd.Series(df.index, name=dim), **series}
+        for col, s in series.items():
+            values, dtype = _column_values(s)
+            _small_array(group, col, values, dtype, dim, layout)
+    for path, (values, dim) in (extra or {}).items():
+        parent, col = path.rsplit("/", 1)
+        _small_array(mem[parent], col, values, values.dtype, dim, layout)
+    content.pop("zarr.json")  # the memory root stands for the session root: keep the real one
+    upload(store_url, options, {k: v.to_bytes() for k, v in content.items()})
+
+
+def _small_array(group: zarr.Group, name: str, values: np.ndarray, dtype: Any, dim: str,
+                 layout: Layout) -> None:
+    n = len(values)
+    arr = group.create_array(name, shape=(n,), dtype=dtype, chunks=(max(n, 1),),
+                             compressors=[ZstdCodec(level=layout.table_zstd_level)],
+                             dimension_names=(dim,))
+    if n:
+        arr[:] = values
+
+
+def upload(store_url: str, options: dict, objects: dict[str, bytes]) -> None:
+    """Write ``{key: bytes}`` under ``store_url`` in one concurrent batch."""
+    fs, base = storage.filesystem(store_url, zr.zarr_storage_options(store_url, options))
+    files = {f"{base.rstrip('/')}/{k}": v for k, v in objects.items()}
+    if _is_local(fs):
+        for d in {p.rsplit("/", 1)[0] for p in files}:
+            fs.makedirs(d, exist_ok=True)
+    try:
+        fs.pipe(files)
+    except Exception as exc:  # noqa: BLE001
+        raise storage.translate_error(exc, store_url) from exc
+
+
+def _is_local(fs) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocols or "local" in protocols
 
 
 def source_tables(reader: nwb.NWBSessionReader) -> dict[str, pd.DataFrame]:
@@ -369,8 +409,7 @@ def copy_cache_files(src: EcephysProjectCache, dst_url: str, dst_options: dict) 
     """manifest.json (+ ``session_zarr``), the four CSV tables and the ground truth, verbatim."""
     sfs, _ = storage.filesystem(src.url, src.storage_options)
     dfs, _ = storage.filesystem(dst_url, dst_options)
-    protocols = dfs.protocol if isinstance(dfs.protocol, tuple) else (dfs.protocol,)
-    if "file" in protocols or "local" in protocols:
+    if _is_local(dfs):
         dfs.makedirs(storage.filesystem(dst_url, dst_options)[1], exist_ok=True)
     for name in CACHE_FILES + OPTIONAL_CACHE_FILES:
         s_url = storage.join(src.url, name)
@@ -526,14 +565,10 @@ def convert_session(src: EcephysProjectCache, dst_url: str, session_id: int, *,
                 **{k: v for k, v in info.items() if k in ("created",)}}
         info.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         root.attrs[zr.ATTRS_KEY] = info
-        for name, df in tables.items():
-            write_table(root, name, df, layout)
-        idx = root.require_group("units").create_array(
-            "spike_times_index", shape=(len(spike_index),), dtype="int64",
-            chunks=(max(len(spike_index), 1),), dimension_names=("id",), overwrite=True,
-            compressors=[ZstdCodec(level=layout.table_zstd_level)])
-        if len(spike_index):
-            idx[:] = spike_index.astype(np.int64)
+        if "tables" not in _markers(progress_url, dst_options):
+            write_tables(surl, dst_options, tables, layout, extra={
+                zr.SPIKE_INDEX_PATH: (spike_index.astype(np.int64), "id")})
+            _write_marker(storage.join(progress_url, "tables"), dst_options, {})
         if zr.SPIKE_TIMES_PATH not in root:
             root.require_group("units").create_array(
                 "spike_times", shape=(n_spikes,), dtype="float64",

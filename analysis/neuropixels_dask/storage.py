@@ -16,9 +16,11 @@ Why this module exists (see ``remote`` in ``neuropixels_dask.yaml`` for the knob
 
 from __future__ import annotations
 
+import atexit
 import collections
 import contextlib
 import logging
+import os
 import threading
 from typing import Any
 
@@ -174,8 +176,20 @@ class _HandleCache:
     def __init__(self) -> None:
         self._files: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
         self._lock = threading.RLock()
+        self._pid = os.getpid()
+        #: handles inherited through fork(): never used or closed in the child (HDF5's state is
+        #: not fork-safe), only kept referenced so that no destructor runs on them here
+        self._inherited: list[Any] = []
+
+    def _check_fork(self) -> None:
+        if self._pid != os.getpid():
+            self._inherited.extend(self._files.values())
+            self._files = collections.OrderedDict()
+            self._lock = threading.RLock()
+            self._pid = os.getpid()
 
     def get(self, key: tuple, opener) -> Any:
+        self._check_fork()
         with self._lock:
             if key in self._files:
                 self._files.move_to_end(key)
@@ -189,6 +203,7 @@ class _HandleCache:
             return obj
 
     def clear(self) -> None:
+        self._check_fork()
         with self._lock:
             while self._files:
                 _, old = self._files.popitem(last=False)
@@ -206,6 +221,9 @@ def _close(obj: Any) -> None:
 
 
 handles = _HandleCache()
+# Close HDF5 files while the interpreter (and fsspec's event loop) is still intact: left to module
+# teardown, h5py would call back into a half-destroyed file object.
+atexit.register(handles.clear)
 
 
 def options_key(storage_options: dict | None) -> str:

@@ -385,7 +385,7 @@ def _shards_in_memory(arr: zarr.Array, url: str, path: str, storage_options: dic
     proto = default_buffer_prototype()
     tail = (0,) * (arr.ndim - 1)
     keys = [arr.metadata.encode_chunk_key((s, *tail)) for s in shards]
-    fs, _ = storage.filesystem(url, storage_options)
+    fs, _ = storage.filesystem(url, zarr_storage_options(url, storage_options))
     paths = [fs._strip_protocol(storage.join(url, path, k)) for k in keys]
     try:
         blobs = fs.cat(paths, on_error="omit")  # a missing shard reads as fill value

@@ -1,0 +1,20 @@
+"""Analyses people ran on this dataset, as one-liners over lazy Dask graphs.
+
+Kernels (``neuropixels_dask.kernels``) are plain numpy; these modules map them over blocks,
+units, probes and sessions.
+"""
+
+from .correlations import spike_count_correlations
+from .sessions import SessionResults, map_sessions
+from .spectra import (
+    by_structure,
+    lfp_spectra,
+    peak_frequency,
+    relative_to,
+    session_structure_spectra,
+)
+from .spiking import preferred, psth, psth_by_structure, selectivity_index, tuning_curves
+
+__all__ = ["SessionResults", "by_structure", "lfp_spectra", "map_sessions", "peak_frequency",
+           "preferred", "psth", "psth_by_structure", "relative_to", "selectivity_index",
+           "session_structure_spectra", "spike_count_correlations", "tuning_curves"]

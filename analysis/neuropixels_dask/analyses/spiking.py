@@ -1,0 +1,76 @@
+"""Spike-train analyses: PSTHs per unit and per structure, tuning curves (rate per condition).
+
+Built on ``presentationwise_spike_counts`` (lazy, one task per group of units), so they run on
+the cluster and combine across sessions with ``map_sessions``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+
+def psth(session, stimulus_name: str = "flashes", bin_edges=None,
+         unit_ids=None) -> xr.DataArray:
+    """Mean firing rate (Hz) around presentation onsets: ``(unit_id, time_relative_to_stimulus
+    _onset)``, with the unit's ``structure_acronym`` as a coordinate. Lazy."""
+    if bin_edges is None:
+        bin_edges = np.arange(-0.05, 0.25 + 1e-9, 0.005)
+    bin_edges = np.asarray(bin_edges, dtype=np.float64)
+    pres = session.get_stimulus_table(stimulus_name)
+    units = session.units if unit_ids is None else session.units.loc[unit_ids]
+    counts = session.presentationwise_spike_counts(bin_edges, pres.index, units.index)
+    width = xr.DataArray(np.diff(bin_edges), dims="time_relative_to_stimulus_onset",
+                         coords={"time_relative_to_stimulus_onset":
+                                 counts.time_relative_to_stimulus_onset})
+    rate = counts.astype(np.float64).mean("stimulus_presentation_id") / width
+    rate = rate.transpose("unit_id", "time_relative_to_stimulus_onset")
+    rate = rate.assign_coords(structure_acronym=("unit_id",
+                                                 units["structure_acronym"].fillna("").to_numpy(
+                                                     object)))
+    rate.name = "firing_rate"
+    rate.attrs.update(units="Hz", stimulus_name=stimulus_name,
+                      session_id=session.ecephys_session_id)
+    return rate
+
+
+def psth_by_structure(rate: xr.DataArray) -> xr.DataArray:
+    """Mean PSTH of the units of each structure: ``(structure, time)``."""
+    keep = rate.structure_acronym.values != ""
+    out = rate.isel(unit_id=np.flatnonzero(keep)).groupby("structure_acronym").mean("unit_id")
+    return out.rename(structure_acronym="structure")
+
+
+def tuning_curves(session, stimulus_name: str = "drifting_gratings",
+                  parameter: str = "orientation", window: tuple[float, float] | None = None,
+                  unit_ids=None) -> xr.DataArray:
+    """Mean firing rate (Hz) per value of ``parameter`` during each presentation:
+    ``(unit_id, <parameter>)``. The window defaults to the presentation duration."""
+    pres = session.get_stimulus_table(stimulus_name)
+    pres = pres[pres[parameter].astype(str) != "null"]
+    if window is None:
+        window = (0.0, float(pres["duration"].astype(float).min()))
+    units = session.units if unit_ids is None else session.units.loc[unit_ids]
+    counts = session.presentationwise_spike_counts(np.asarray(window, dtype=float), pres.index,
+                                                   units.index)
+    rate = counts.isel(time_relative_to_stimulus_onset=0).astype(np.float64) / (
+        window[1] - window[0])
+    rate = rate.assign_coords({parameter: ("stimulus_presentation_id",
+                                           pres[parameter].astype(float).to_numpy())})
+    curves = rate.groupby(parameter).mean("stimulus_presentation_id")
+    curves = curves.transpose("unit_id", parameter).assign_coords(
+        structure_acronym=("unit_id", units["structure_acronym"].fillna("").to_numpy(object)))
+    curves.name = "firing_rate"
+    curves.attrs.update(units="Hz", stimulus_name=stimulus_name)
+    return curves
+
+
+def preferred(curves: xr.DataArray, parameter: str = "orientation") -> xr.DataArray:
+    """The parameter value of each unit's largest response."""
+    return curves[parameter][curves.argmax(parameter)].drop_vars(parameter, errors="ignore")
+
+
+def selectivity_index(curves: xr.DataArray, parameter: str = "orientation") -> xr.DataArray:
+    """(max - min) / (max + min) of each unit's tuning curve: 0 untuned, 1 perfectly selective."""
+    hi, lo = curves.max(parameter), curves.min(parameter)
+    return (hi - lo) / (hi + lo)
