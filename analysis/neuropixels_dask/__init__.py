@@ -8,7 +8,8 @@
 
 from __future__ import annotations
 
-from . import config  # noqa: F401 - registers the Dask config defaults
+from . import analyses, config  # noqa: F401 - config registers the Dask config defaults
+from .analyses import map_sessions
 from .catalog import EcephysProjectCache, open_cache
 from .cluster import get_client
 from .errors import (
@@ -31,5 +32,5 @@ __all__ = [
     "AccessDeniedError", "CacheNotFoundError", "EcephysProjectCache", "EcephysSession",
     "EndpointUnreachableError", "InvalidFileError", "InvalidSelectionError",
     "NeuropixelsDaskError", "NoLFPError", "UnknownProbeError", "UnknownSessionError",
-    "UnknownUnitError", "get_client", "open_cache",
+    "UnknownUnitError", "analyses", "get_client", "map_sessions", "open_cache",
 ]

@@ -46,6 +46,20 @@ def _spectra_only(session):
     return _session_analyses(session)[0]
 
 
+def flash_latencies(rates, min_ratio: float = 2.0) -> dict[str, float | None]:
+    """Peak latency (ms) of each structure's PSTH, or ``None`` when the peak is not at least
+    ``min_ratio`` times the pre-stimulus rate (a structure that does not respond)."""
+    out: dict[str, float | None] = {}
+    t = rates.time_relative_to_stimulus_onset
+    for s in rates.structure.values:
+        r = rates.sel(structure=s)
+        base = float(r.where(t < 0, drop=True).mean())
+        after = r.where(t >= 0, drop=True)
+        responsive = float(after.max()) >= min_ratio * max(base, 1e-9)
+        out[str(s)] = float(after.idxmax()) * 1000 if responsive else None
+    return out
+
+
 def run_demo(out: Path, cache_url: str | None, storage_options: dict | None, preset: str,
              n_workers: int, data_dir: Path) -> Path:
     import matplotlib
@@ -122,8 +136,7 @@ def run_demo(out: Path, cache_url: str | None, storage_options: dict | None, pre
                  for s in mean_all.structure.values}
         gamma = change.sel(stimulus="drifting_gratings", frequency=slice(30, 50)).mean(
             ["frequency", "session_id"])
-        latency = {str(s): float(rates.mean("session_id").sel(structure=s).idxmax(
-            "time_relative_to_stimulus_onset")) * 1000 for s in rates.structure.values}
+        latency = flash_latencies(rates.mean("session_id"))
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             c = corr.mean("session_id")
@@ -156,7 +169,8 @@ def run_demo(out: Path, cache_url: str | None, storage_options: dict | None, pre
             "![gratings vs spontaneous](spectra_gratings_vs_spontaneous.png)",
             "", "## Flash responses", "",
             "| structure | PSTH peak latency (ms) |", "|---|---|",
-            *[f"| {s} | {v:.0f} |" for s, v in latency.items()],
+            *[f"| {s} | {'no response' if v is None else f'{v:.0f}'} |"
+              for s, v in latency.items()],
             "", "![psth](psth_flashes.png)", "", "## Orientation tuning", "",
             f"Median orientation selectivity index: {np.nanmedian(sel):.2f} "
             f"({len(sel)} units)."

@@ -24,7 +24,7 @@ from .errors import (
     UnknownProbeError,
     UnknownUnitError,
 )
-from .kernels import spike_counts as K
+from .kernels import spikes as K
 from .readers import SessionReader, SpikeSource, read_spikes
 
 #: stimulus parameters AllenSDK hides unless ``include_detailed_parameters=True``

@@ -97,6 +97,17 @@ def test_segment_plan_owns_each_segment_once(n_time, nperseg, overlap_frac, bloc
             assert s.stop == min((i + 1) * block_len + noverlap, (n_seg - 1) * step + nperseg)
 
 
+def test_block_off_the_grid_counts_only_whole_grid_segments():
+    """A block cut anywhere counts exactly the grid segments (start k*step) lying inside it."""
+    x = _lfp(n=3000, n_ch=2)
+    assert S.segment_starts(900, 256, 128, start_offset=100).tolist() == [28, 156, 284, 412, 540]
+    off = S.welch_partial(x[100:1000], FS, 256, 128, start_offset=100)
+    on = S.welch_partial(x[128:896], FS, 256, 128, start_offset=128)  # grid segments 1..5
+    assert off.counts.tolist() == [5, 5]
+    np.testing.assert_array_equal(off.power_sum, on.power_sum)
+    assert S.segment_starts(200, 256, 128, start_offset=1).size == 0
+
+
 def test_short_signal_gives_nan_not_error():
     plan = S.segment_plan(100, 256, 128)
     assert plan == [slice(0, 100)]

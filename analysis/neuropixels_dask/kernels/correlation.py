@@ -80,6 +80,7 @@ def area_mean(corr: np.ndarray, areas: Sequence) -> tuple[np.ndarray, np.ndarray
     onehot = np.zeros((corr.shape[0], labels.size))
     onehot[np.arange(corr.shape[0]), inverse.ravel()] = 1.0
     valid = ~np.isnan(corr)
+    np.fill_diagonal(valid, False)
     total = onehot.T @ np.where(valid, corr, 0.0) @ onehot
     pairs = onehot.T @ valid.astype(np.float64) @ onehot
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -1,4 +1,5 @@
-"""Binned counts and area-averaged noise correlations (plain numpy)."""
+"""Counts in arbitrary (non-contiguous) bins and removal of condition means — the two steps
+that turn spike trains into noise-correlation input for :mod:`.correlation`."""
 
 from __future__ import annotations
 
@@ -6,10 +7,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .correlation import area_mean, pairwise_correlation
+
 
 def count_in_bins(trains: Sequence[np.ndarray], starts: np.ndarray,
                   ends: np.ndarray) -> np.ndarray:
-    """Spikes of each train in each half-open bin ``[start, end)``: ``(n_units, n_bins)``."""
+    """Spikes of each sorted train in each half-open bin ``[start, end)``: ``(n_units, n_bins)``.
+
+    Unlike :func:`.spikes.bin_spike_trains` the bins need not be contiguous: they tile the
+    presentations of one stimulus and skip everything between them.
+    """
     out = np.empty((len(trains), len(starts)), dtype=np.int32)
     for i, t in enumerate(trains):
         out[i] = np.searchsorted(t, ends, "left") - np.searchsorted(t, starts, "left")
@@ -27,31 +34,16 @@ def remove_group_means(counts: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return x
 
 
-def pearson(x: np.ndarray) -> np.ndarray:
-    """Correlation matrix of the rows of ``x``; rows without variance give NaN, not a crash."""
-    x = x - x.mean(axis=1, keepdims=True)
-    sd = np.sqrt((x * x).sum(axis=1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z = x / sd[:, None]
-        return z @ z.T
-
-
-def area_mean(corr: np.ndarray, areas: np.ndarray, names: list[str]) -> np.ndarray:
-    """Mean correlation per pair of areas (distinct units only, NaNs ignored)."""
-    out = np.full((len(names), len(names)), np.nan)
-    for a, na in enumerate(names):
-        ia = np.flatnonzero(areas == na)
-        for b, nb in enumerate(names):
-            ib = np.flatnonzero(areas == nb)
-            block = corr[np.ix_(ia, ib)]
-            if a == b:
-                block = block[~np.eye(len(ia), dtype=bool)]
-            vals = block[np.isfinite(block)]
-            if vals.size:
-                out[a, b] = vals.mean()
-    return out
-
-
 def area_noise_correlation(counts: np.ndarray, keys: np.ndarray, areas: np.ndarray,
                            names: list[str]) -> np.ndarray:
-    return area_mean(pearson(remove_group_means(counts, keys)), np.asarray(areas), names)
+    """Mean noise correlation per pair of ``names`` (areas absent from ``areas`` give NaN)."""
+    labels, mean = area_mean(pairwise_correlation(remove_group_means(counts, keys)),
+                             np.asarray(areas))
+    out = np.full((len(names), len(names)), np.nan)
+    pos = {str(label): k for k, label in enumerate(labels)}
+    idx = [pos.get(n) for n in names]
+    for a, ia in enumerate(idx):
+        for b, ib in enumerate(idx):
+            if ia is not None and ib is not None:
+                out[a, b] = mean[ia, ib]
+    return out

@@ -63,6 +63,7 @@ class SessionModel:
     flash_onsets: np.ndarray = field(init=False)
     latent_shared: np.ndarray = field(init=False)
     latent_area: dict[str, np.ndarray] = field(init=False)
+    theta_phase: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         rng = np.random.default_rng(self.rng_seed)
@@ -79,6 +80,10 @@ class SessionModel:
         self.flash_onsets = (fl["start_time"].to_numpy() if fl is not None else np.array([]))
         self.latent_shared = _latent(self.n_grid, rng)
         self.latent_area = {a: _latent(self.n_grid, rng) for a in self.areas}
+        # theta phase drifts (loses coherence over ~1 s), so spikes are theta-modulated without
+        # phase-locking to a stimulus schedule that happens to be periodic
+        dphi = 2 * np.pi * THETA_HZ * GRID_DT + 0.15 * rng.standard_normal(self.n_grid)
+        self.theta_phase = rng.uniform(0, 2 * np.pi) + np.cumsum(dphi)
 
     def index(self, t: float | np.ndarray) -> np.ndarray | int:
         return np.clip(np.round((np.asarray(t) - self.t0) / GRID_DT).astype(int), 0, self.n_grid)
@@ -130,8 +135,7 @@ def unit_rate(model: SessionModel, truth: UnitTruth, flash: np.ndarray) -> np.nd
         tune = TUNING_GAIN * np.exp(TUNING_KAPPA * (np.cos(d) - 1.0))
         rate = rate * (1.0 + np.where(model.in_gratings, tune, 0.0))
     if fam == "hippocampus":
-        t = model.grid_times
-        rate = rate * (1.0 + THETA_SPIKE_MODULATION * np.sin(2 * np.pi * THETA_HZ * t))
+        rate = rate * (1.0 + THETA_SPIKE_MODULATION * np.sin(model.theta_phase))
     if truth.flash_responsive:
         rate = rate * (1.0 + FLASH_GAIN * flash)
     return np.clip(rate * gain, 0.0, None)
