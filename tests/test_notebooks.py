@@ -14,12 +14,11 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "analysis" / "notebooks"
 
 @pytest.mark.parametrize("name", ["quickstart.ipynb", "scale_out.ipynb"])
 def test_notebook_runs(name, s3_server, s3_cache, monkeypatch, tmp_path):
-    from conftest import CACHE_PREFIX
-
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), \
         "commit notebooks without outputs"
-    env = s3_server.env(cache_prefix=CACHE_PREFIX)
+    url, _ = s3_cache
+    env = s3_server.env(cache_prefix=url.split("/", 3)[3])
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("NEUROPIXELS_DASK__CLUSTER__N_WORKERS", "2")

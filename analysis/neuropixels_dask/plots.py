@@ -5,6 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
+from matplotlib.ticker import MaxNLocator
 
 #: one colour family per brain system (blues: visual cortex, greens: hippocampus, reds:
 #: thalamus), one shade per structure, so a legend reads by anatomy
@@ -86,6 +87,7 @@ def plot_tuning(curves: xr.DataArray, n_units: int = 8, parameter: str = "orient
         ax.set_title(f"{curves.structure_acronym.values[i]} {curves.unit_id.values[i]}",
                      fontsize=8)
         ax.tick_params(labelsize=6)
+        ax.yaxis.set_major_locator(MaxNLocator(3))
     for ax in axes.ravel()[len(order):]:
         ax.set_visible(False)
     fig.suptitle(f"Firing rate (spikes/s) vs grating {parameter} (°)")
