@@ -33,7 +33,7 @@ from neuropixels_dask import storage
 from neuropixels_dask.convert import (
     LFP_VOLTS_PER_BIT,
     Layout,
-    _create_lfp_arrays,
+    create_lfp_arrays,
     encode_lfp_int16,
 )
 from neuropixels_dask.countingfs import count_requests
@@ -115,7 +115,7 @@ def write_candidate(root_url: str, options: dict, cand: Candidate, src: LFPSourc
                     data: np.ndarray) -> None:
     store = zr.open_store(root_url, options, read_only=False)
     root = zarr.open_group(store, mode="w", zarr_format=3)
-    _create_lfp_arrays(root, "lfp", src, cand.encoding, cand.layout)
+    create_lfp_arrays(root, "lfp", src, cand.encoding, cand.layout)
     arr = root["lfp/data"]
     step = (arr.shards or arr.chunks)[0]
     for i in range(0, src.shape[0], step):
@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             r["write_s"] = t_write
             rows.append((cand.name, size, n_obj, r))
             fs.rm(prefix, recursive=True)
+        storage.handles.clear()  # close HDF5 handles on s3fs files while the loop still runs
 
     n, c = nsrc.shape
     head = (f"Probe {pid}: {n} samples × {c} channels ({n / nsrc.rate:.0f} s, "

@@ -29,7 +29,6 @@ default, or whatever the hub (or `NEUROPIXELS_DASK__CACHE__URL`) points at. Noth
 a whole file: tables are small, LFP and spikes are read chunk by chunk when computed.
 """),
     code("""
-import matplotlib.pyplot as plt
 import neuropixels_dask as npd
 from neuropixels_dask.analyses import lfp_spectra, by_structure, psth, psth_by_structure
 from neuropixels_dask.plots import plot_spectra, plot_psth

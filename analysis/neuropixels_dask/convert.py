@@ -142,7 +142,8 @@ def encode_lfp_int16(block: np.ndarray, scale: float) -> np.ndarray | None:
     """int16 counts that decode to exactly ``block`` (every bit), or ``None`` if there are none
     (values off the grid, out of int16 range, NaN, or negative zero)."""
     counts = np.rint(block.astype(np.float64) / scale)
-    if not np.all(np.abs(counts) <= np.iinfo(np.int16).max):  # also False for NaN
+    lim = np.iinfo(np.int16)
+    if not np.all((counts >= lim.min) & (counts <= lim.max)):  # also False for NaN
         return None
     k = counts.astype(np.int16)
     back = zr.decode_lfp(k, scale)
@@ -157,7 +158,7 @@ def _open_dst_array(url: str, path: str, options: dict) -> zarr.Array:
 
 
 def _write_marker(url: str, options: dict, payload: dict) -> None:
-    fs, path = storage.filesystem(url, options)
+    fs, path = zr.filesystem(url, options)
     if _is_local(fs):
         fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     fs.pipe_file(path, json.dumps(payload).encode())
@@ -227,8 +228,14 @@ def verify_spike_task(job: SpikeJob, dst: SpikeSource) -> dict:
 # ---- running tasks -------------------------------------------------------------------------
 
 def _current_client(client):
+    """The client to run on: the given one, else the default distributed client, unless the
+    caller chose a local scheduler (``dask.config.set(scheduler="threads")`` and the like)."""
     if client is not None:
         return client
+    import dask
+
+    if dask.config.get("scheduler", None) not in (None, "dask.distributed", "distributed"):
+        return None
     try:
         from distributed import default_client
     except ImportError:
@@ -355,7 +362,7 @@ def _small_array(group: zarr.Group, name: str, values: np.ndarray, dtype: Any, d
 
 def upload(store_url: str, options: dict, objects: dict[str, bytes]) -> None:
     """Write ``{key: bytes}`` under ``store_url`` in one concurrent batch."""
-    fs, base = storage.filesystem(store_url, zr.zarr_storage_options(store_url, options))
+    fs, base = zr.filesystem(store_url, options)
     files = {f"{base.rstrip('/')}/{k}": v for k, v in objects.items()}
     if _is_local(fs):
         for d in {p.rsplit("/", 1)[0] for p in files}:
@@ -382,24 +389,23 @@ def source_tables(reader: nwb.NWBSessionReader) -> dict[str, pd.DataFrame]:
     return tables
 
 
-def _read_table(root: zarr.Group, name: str) -> pd.DataFrame:
-    g = root[name]
-    paths = zr.table_array_paths(g)
-    values = zr.read_arrays(g, paths)
-    return zr.assemble_table(zr.table_spec(g), values)
-
-
 def _check_tables(root: zarr.Group, tables: dict[str, pd.DataFrame], spike_index: np.ndarray,
                   url: str) -> None:
-    """Read every table back and compare it with the source frame (dtypes, index, values)."""
+    """Read every table back (one concurrent batch) and compare it with the source frame:
+    values, dtypes, index and column order."""
+    groups = {name: root[name] for name in tables}
+    paths = {name: zr.table_array_paths(g) for name, g in groups.items()}
+    values = zr.read_arrays(root, [f"{n}/{p}" for n, ps in paths.items() for p in ps]
+                            + [zr.SPIKE_INDEX_PATH])
     for name, df in tables.items():
+        back = zr.assemble_table(zr.table_spec(groups[name]),
+                                 {p: values[f"{name}/{p}"] for p in paths[name]})
         try:
-            pd.testing.assert_frame_equal(_read_table(root, name), df, check_exact=True)
+            pd.testing.assert_frame_equal(back, df, check_exact=True)
         except AssertionError as exc:
             raise ConversionError(f"table {name!r} of {url} differs from the source after "
                                   f"writing: {exc}") from None
-    back = root[zr.SPIKE_INDEX_PATH][...]
-    if not np.array_equal(back, spike_index):
+    if not np.array_equal(values[zr.SPIKE_INDEX_PATH], spike_index):
         raise ConversionError(f"spike_times_index of {url} differs from the source.")
 
 
@@ -407,13 +413,13 @@ def _check_tables(root: zarr.Group, tables: dict[str, pd.DataFrame], spike_index
 
 def copy_cache_files(src: EcephysProjectCache, dst_url: str, dst_options: dict) -> None:
     """manifest.json (+ ``session_zarr``), the four CSV tables and the ground truth, verbatim."""
-    sfs, _ = storage.filesystem(src.url, src.storage_options)
-    dfs, _ = storage.filesystem(dst_url, dst_options)
+    sfs, _ = zr.filesystem(src.url, src.storage_options)
+    dfs, _ = zr.filesystem(dst_url, dst_options)
     if _is_local(dfs):
-        dfs.makedirs(storage.filesystem(dst_url, dst_options)[1], exist_ok=True)
+        dfs.makedirs(zr.filesystem(dst_url, dst_options)[1], exist_ok=True)
     for name in CACHE_FILES + OPTIONAL_CACHE_FILES:
         s_url = storage.join(src.url, name)
-        _, spath = storage.filesystem(s_url, src.storage_options)
+        _, spath = zr.filesystem(s_url, src.storage_options)
         try:
             data = sfs.cat_file(spath)
         except FileNotFoundError:
@@ -422,12 +428,12 @@ def copy_cache_files(src: EcephysProjectCache, dst_url: str, dst_options: dict) 
             raise
         except Exception as exc:  # noqa: BLE001
             raise storage.translate_error(exc, s_url) from exc
-        dfs.pipe_file(storage.filesystem(storage.join(dst_url, name), dst_options)[1], data)
+        dfs.pipe_file(zr.filesystem(storage.join(dst_url, name), dst_options)[1], data)
     manifest = json.loads(json.dumps(src.manifest))
     entries = manifest.setdefault("manifest", [])
     if not any(e.get("key") == MANIFEST_ENTRY["key"] for e in entries):
         entries.append(dict(MANIFEST_ENTRY))
-    dfs.pipe_file(storage.filesystem(storage.join(dst_url, "manifest.json"), dst_options)[1],
+    dfs.pipe_file(zr.filesystem(storage.join(dst_url, "manifest.json"), dst_options)[1],
                   json.dumps(manifest, indent=2).encode())
 
 
@@ -445,7 +451,7 @@ def _lfp_codecs(encoding: str, layout: Layout) -> dict:
             "compressors": [ZstdCodec(level=layout.float_zstd_level)], "fill_value": 0.0}
 
 
-def _create_lfp_arrays(root: zarr.Group, group: str, src: LFPSource, encoding: str,
+def create_lfp_arrays(root: zarr.Group, group: str, src: LFPSource, encoding: str,
                        layout: Layout, overwrite: bool = False) -> None:
     """``data`` (time, channel), ``timestamps`` (time) and ``channel`` (ids) of one probe.
 
@@ -481,7 +487,7 @@ def _create_lfp_arrays(root: zarr.Group, group: str, src: LFPSource, encoding: s
 
 def _markers(url: str, options: dict) -> set[str]:
     """Relative keys of the progress markers present (one listing)."""
-    fs, path = storage.filesystem(url, options)
+    fs, path = zr.filesystem(url, options)
     try:
         fs.invalidate_cache(path)
         found = fs.find(path)
@@ -494,16 +500,12 @@ def _markers(url: str, options: dict) -> set[str]:
 
 
 def _remove_markers(url: str, options: dict) -> None:
-    fs, path = storage.filesystem(url, options)
+    fs, path = zr.filesystem(url, options)
     try:
         if fs.exists(path):
             fs.rm(path, recursive=True)
     except FileNotFoundError:
         pass
-
-
-def _store_info(root: zarr.Group) -> dict:
-    return dict(root.attrs.get(zr.ATTRS_KEY) or {})
 
 
 def _dst_lfp_source(store: str, options: dict, group: str, arr: zarr.Array, src: LFPSource,
@@ -516,187 +518,228 @@ def _dst_lfp_source(store: str, options: dict, group: str, arr: zarr.Array, src:
                      channel_ids=src.channel_ids, t_first=src.t_first, t_last=src.t_last)
 
 
+class SessionConversion:
+    """The conversion of one session, phase by phase (each phase safe to repeat after a crash).
+
+    ``prepare`` writes the store's metadata, tables and empty arrays; ``run`` copies the blocks
+    without a marker; ``verify`` compares every value; ``finish`` marks the store complete.
+    """
+
+    def __init__(self, src: EcephysProjectCache, dst_url: str, session_id: int, *,
+                 dst_options: dict, layout: Layout, client=None, progress: bool = True):
+        self.sid = int(session_id)
+        self.src_session = src.session_url(self.sid)
+        nwb.check_session_file(storage.join(self.src_session, f"session_{self.sid}.nwb"),
+                               src.storage_options)
+        self.src = src
+        self.options = dst_options
+        self.layout = layout
+        self.client = client
+        self.progress = progress
+        self.url = zr.store_url(storage.join(dst_url, f"session_{self.sid}"), self.sid)
+        self.progress_url = storage.join(self.url, PROGRESS_DIR)
+        self.store = zr.open_store(self.url, dst_options, read_only=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=UserWarning)
+            self.root = zarr.open_group(self.store, mode="a", zarr_format=3)
+        self.info = dict(self.root.attrs.get(zr.ATTRS_KEY) or {})
+        if self.info and self.info.get("format") != zr.FORMAT_NAME:
+            raise ConversionError(f"{self.url} exists and is not a session store of this "
+                                  "package; move it away or pick another destination.")
+        self.complete = (bool(self.info.get("complete"))
+                         and self.root.metadata.consolidated_metadata is not None)
+        self.result = SessionResult(self.sid, self.url, "converted")
+
+    # ---- source ---------------------------------------------------------------------------
+    def read_source(self) -> None:
+        """Source tables and data descriptions (metadata only)."""
+        reader = nwb.NWBSessionReader(self.src_session, self.sid, self.src.storage_options)
+        self.tables = source_tables(reader)
+        self.spike_index = reader.spike_index().astype(np.int64)
+        self.spikes_src = reader.spike_source()
+        self.n_spikes = int(self.spike_index[-1]) if len(self.spike_index) else 0
+        self.lfp_src: dict[int, LFPSource] = {}
+        for pid, row in self.tables["probes"].iterrows():
+            try:
+                self.lfp_src[int(pid)] = reader.lfp_source(int(pid), str(row["description"]))
+            except NoLFPError:
+                continue
+
+    def _save_info(self) -> None:
+        self.root.attrs[zr.ATTRS_KEY] = self.info
+
+    # ---- phases ---------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Root attributes, tables (once), the spike array and one array set per LFP probe."""
+        old = self.info
+        self.info = {"format": zr.FORMAT_NAME, "version": zr.FORMAT_VERSION,
+                     "session_id": self.sid, "complete": False,
+                     "source": storage.join(self.src_session, f"session_{self.sid}.nwb"),
+                     "created": old.get("created",
+                                        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
+                     "layout": dataclasses.asdict(self.layout), "lfp": old.get("lfp", {}),
+                     "stimulus_tables": [n.split("/", 1)[1] for n in self.tables
+                                         if n.startswith("stimulus/")],
+                     "tables": list(self.tables)}
+        self._save_info()
+        if "tables" not in _markers(self.progress_url, self.options):
+            write_tables(self.url, self.options, self.tables, self.layout,
+                         extra={zr.SPIKE_INDEX_PATH: (self.spike_index, "id")})
+            _write_marker(storage.join(self.progress_url, "tables"), self.options, {})
+        self._prepare_spike_array()
+        new = [pid for pid in self.lfp_src if str(pid) not in self.info["lfp"]
+               or zr.lfp_group_path(pid) + "/data" not in self.root]
+        first = [(lfp_precheck_task, (self.lfp_src[p], min(self.layout.lfp_shard,
+                                                            self.lfp_src[p].shape[0]),
+                                      LFP_VOLTS_PER_BIT)) for p in new]
+        exact = run_tasks(first, client=self.client, progress=False)
+        for pid, ok in zip(new, exact, strict=True):
+            self._new_lfp_arrays(pid, zr.ENCODING_INT16 if ok else zr.ENCODING_FLOAT32)
+        for pid, s in self.lfp_src.items():
+            have = tuple(self.root[zr.lfp_group_path(pid) + "/data"].shape)
+            if have != tuple(s.shape):
+                raise ConversionError(f"{self.url}: probe {pid} LFP is {have} but the source "
+                                      f"is {s.shape}: the source changed. Delete the store and "
+                                      "convert again.")
+        self._save_info()
+
+    def _prepare_spike_array(self) -> None:
+        if zr.SPIKE_TIMES_PATH in self.root:
+            have = self.root[zr.SPIKE_TIMES_PATH].shape
+            if have != (self.n_spikes,):
+                raise ConversionError(f"{self.url} holds {have[0]} spike times but the source "
+                                      f"has {self.n_spikes}: the source changed. Delete the "
+                                      "store and convert again.")
+            return
+        arr = self.root.require_group("units").create_array(
+            "spike_times", shape=(self.n_spikes,), dtype="float64",
+            chunks=(max(1, min(self.layout.spike_chunk, self.n_spikes)),),
+            serializer=BytesCodec(), compressors=None, filters=None,
+            dimension_names=("spike",), config={"write_empty_chunks": True})
+        arr.attrs.update({"units": "s", "note": "ragged: unit i owns [index[i-1], index[i])"})
+
+    def _new_lfp_arrays(self, pid: int, encoding: str) -> None:
+        """(Re)create a probe's arrays with ``encoding``, forgetting its finished blocks."""
+        s = self.lfp_src[pid]
+        create_lfp_arrays(self.root, zr.lfp_group_path(pid), s, encoding, self.layout,
+                           overwrite=True)
+        _remove_markers(storage.join(self.progress_url, zr.lfp_group_path(pid)), self.options)
+        self.info["lfp"][str(pid)] = {"encoding": encoding, "channel_ids": list(s.channel_ids),
+                                      "t_first": s.t_first, "t_last": s.t_last,
+                                      "n_samples": s.shape[0], "rate": s.rate}
+
+    def lfp_jobs(self, pid: int) -> list[LFPJob]:
+        g = zr.lfp_group_path(pid)
+        arr = self.root[f"{g}/data"]
+        n, shard = arr.shape[0], (arr.shards or arr.chunks)[0]
+        enc = self.info["lfp"][str(pid)]["encoding"]
+        return [LFPJob(self.lfp_src[pid], self.url, self.options, g, i, min(n, i + shard), enc,
+                       LFP_VOLTS_PER_BIT, storage.join(self.progress_url, g, str(i)))
+                for i in range(0, n, shard)]
+
+    def spike_jobs(self) -> list[SpikeJob]:
+        c = int(self.root[zr.SPIKE_TIMES_PATH].chunks[0])
+        return [SpikeJob(self.spikes_src, self.url, self.options, a, min(self.n_spikes, a + c),
+                         storage.join(self.progress_url, "spikes", str(a)))
+                for a in range(0, self.n_spikes, c)]
+
+    def _all_jobs(self) -> list[LFPJob | SpikeJob]:
+        return [j for pid in self.lfp_src for j in self.lfp_jobs(pid)] + self.spike_jobs()
+
+    def _missing(self, jobs: list) -> list:
+        have = _markers(self.progress_url, self.options)
+        base = len(self.progress_url.rstrip("/")) + 1
+        return [j for j in jobs if j.marker[base:] not in have]
+
+    def run(self) -> None:
+        """Copy every block without a marker; a probe whose later block is off the int16 grid
+        is rewritten as float32; then check that every block is there and the tables equal."""
+        jobs = self._all_jobs()
+        todo = self._missing(jobs)
+        self.result.blocks_skipped = len(jobs) - len(todo)
+        calls = [(lfp_block_task if isinstance(j, LFPJob) else spike_block_task, (j,))
+                 for j in todo]
+        out = run_tasks(calls, client=self.client, progress=self.progress,
+                        desc=f"session {self.sid}")
+        self.result.blocks_written = sum(r["status"] == "written" for r in out)
+        inexact = sorted({int(r["key"].split("/")[1].split("_")[1]) for r in out
+                          if r["status"] == "inexact"})
+        for pid in inexact:  # rare: the first block was on the grid, a later one is not
+            log.warning("probe %s: LFP is not exactly int16 x %.3g V after its first block; "
+                        "storing float32", pid, LFP_VOLTS_PER_BIT)
+            self._new_lfp_arrays(pid, zr.ENCODING_FLOAT32)
+            self._save_info()
+            redo = run_tasks([(lfp_block_task, (j,)) for j in self.lfp_jobs(pid)],
+                             client=self.client, progress=self.progress,
+                             desc=f"session {self.sid} probe {pid} (float32)")
+            self.result.blocks_written += len(redo)
+        missing = self._missing(self._all_jobs())
+        if missing:
+            raise ConversionError(f"{self.url}: {len(missing)} block(s) were not written "
+                                  f"(e.g. {[j.key for j in missing[:3]]}); rerun convert.")
+        _check_tables(self.root, self.tables, self.spike_index, self.url)
+
+    def verify(self) -> None:
+        """Re-read every LFP sample, timestamp and spike time from both sides; compare bits."""
+        zr.clear_caches()
+        dst_spikes = SpikeSource("zarr", self.url, self.options, zr.SPIKE_TIMES_PATH,
+                                 byte_offset=0, dtype="<f8")
+        calls: list[tuple[Callable, tuple]] = []
+        for pid in self.lfp_src:
+            g = zr.lfp_group_path(pid)
+            dsrc = _dst_lfp_source(self.url, self.options, g, self.root[f"{g}/data"],
+                                   self.lfp_src[pid], self.info["lfp"][str(pid)]["encoding"])
+            calls += [(verify_lfp_task, (j, dsrc)) for j in self.lfp_jobs(pid)]
+        calls += [(verify_spike_task, (j, dst_spikes)) for j in self.spike_jobs()]
+        out = run_tasks(calls, client=self.client, progress=self.progress,
+                        desc=f"verify {self.sid}")
+        bad = [f"{r['key']} ({', '.join(r['what'])})" for r in out if r["status"] != "ok"]
+        if bad:
+            raise ConversionError(f"{self.url} differs from the source in {len(bad)} block(s): "
+                                  f"{bad[:5]}. Delete the store and convert again.")
+        _check_tables(self.root, self.tables, self.spike_index, self.url)
+        self.result.verified = True
+
+    def finish(self, verified: bool) -> None:
+        """Mark complete (attributes, then consolidated metadata), then drop the markers."""
+        self.info.update(complete=True, verified=verified,
+                         completed=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        self._save_info()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=UserWarning)
+            zarr.consolidate_metadata(self.store)
+        _remove_markers(self.progress_url, self.options)
+
+
 def convert_session(src: EcephysProjectCache, dst_url: str, session_id: int, *,
                     dst_options: dict, layout: Layout, verify: bool, client=None,
                     progress: bool = True) -> SessionResult:
-    """Convert (or resume, or verify) one session; see :func:`convert`."""
+    """Convert, resume or verify one session; see :func:`convert`."""
     t0 = time.perf_counter()
-    sid = int(session_id)
-    src_session = src.session_url(sid)
-    nwb.check_session_file(storage.join(src_session, f"session_{sid}.nwb"), src.storage_options)
-    dst_session = storage.join(dst_url, f"session_{sid}")
-    surl = zr.store_url(dst_session, sid)
-    progress_url = storage.join(surl, PROGRESS_DIR)
     zr.clear_caches()
-    store = zr.open_store(surl, dst_options, read_only=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=UserWarning)
-        root = zarr.open_group(store, mode="a", zarr_format=3)
-    info = _store_info(root)
-    result = SessionResult(sid, surl, "converted")
-    done = bool(info.get("complete")) and root.metadata.consolidated_metadata is not None
-    if info and info.get("format") != zr.FORMAT_NAME:
-        raise ConversionError(f"{surl} exists and is not a session store of this package; "
-                              "move it away or pick another destination.")
-    if done and not verify:
-        _remove_markers(progress_url, dst_options)  # left over if a run stopped right here
-        result.status = "already complete"
-        result.lfp_encodings = {int(p): m["encoding"] for p, m in info.get("lfp", {}).items()}
-        result.seconds = time.perf_counter() - t0
-        return result
-
-    reader = nwb.NWBSessionReader(src_session, sid, src.storage_options)
-    tables = source_tables(reader)
-    spike_index = reader.spike_index()
-    spikes_src = reader.spike_source()
-    n_spikes = int(spike_index[-1]) if len(spike_index) else 0
-
-    # ---- metadata, tables and empty arrays (small, on the client) ----
-    lfp_src: dict[int, LFPSource] = {}
-    for pid, row in tables["probes"].iterrows():
-        try:
-            lfp_src[int(pid)] = reader.lfp_source(int(pid), str(row["description"]))
-        except NoLFPError:
-            continue
-    if not done:
-        info = {"format": zr.FORMAT_NAME, "version": zr.FORMAT_VERSION, "session_id": sid,
-                "complete": False, "source": storage.join(src_session, f"session_{sid}.nwb"),
-                "layout": dataclasses.asdict(layout), "lfp": info.get("lfp", {}),
-                **{k: v for k, v in info.items() if k in ("created",)}}
-        info.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        root.attrs[zr.ATTRS_KEY] = info
-        if "tables" not in _markers(progress_url, dst_options):
-            write_tables(surl, dst_options, tables, layout, extra={
-                zr.SPIKE_INDEX_PATH: (spike_index.astype(np.int64), "id")})
-            _write_marker(storage.join(progress_url, "tables"), dst_options, {})
-        if zr.SPIKE_TIMES_PATH not in root:
-            root.require_group("units").create_array(
-                "spike_times", shape=(n_spikes,), dtype="float64",
-                chunks=(max(1, min(layout.spike_chunk, n_spikes)),), serializer=BytesCodec(),
-                compressors=None, filters=None, dimension_names=("spike",),
-                config={"write_empty_chunks": True}).attrs.update(
-                {"units": "s", "note": "ragged: unit i owns [index[i-1], index[i])"})
-        elif root[zr.SPIKE_TIMES_PATH].shape != (n_spikes,):
-            raise ConversionError(f"{surl} holds {root[zr.SPIKE_TIMES_PATH].shape[0]} spike "
-                                  f"times but the source has {n_spikes}: the source changed. "
-                                  "Delete the store and convert again.")
-        # new LFP arrays: pick the encoding from the first block
-        new = [pid for pid in lfp_src if str(pid) not in info["lfp"]
-               or zr.lfp_group_path(pid) + "/data" not in root]
-        checks = run_tasks([(lfp_precheck_task, (lfp_src[p], min(layout.lfp_shard,
-                                                                 lfp_src[p].shape[0]),
-                                                 LFP_VOLTS_PER_BIT)) for p in new],
-                           client=client, progress=False)
-        for pid, exact in zip(new, checks, strict=True):
-            enc = zr.ENCODING_INT16 if exact else zr.ENCODING_FLOAT32
-            _create_lfp_arrays(root, zr.lfp_group_path(pid), lfp_src[pid], enc, layout,
-                               overwrite=True)
-            _remove_markers(storage.join(progress_url, zr.lfp_group_path(pid)), dst_options)
-            s = lfp_src[pid]
-            info["lfp"][str(pid)] = {"encoding": enc, "channel_ids": list(s.channel_ids),
-                                     "t_first": s.t_first, "t_last": s.t_last,
-                                     "n_samples": s.shape[0], "rate": s.rate}
-        for pid, s in lfp_src.items():
-            have = root[zr.lfp_group_path(pid) + "/data"].shape
-            if tuple(have) != tuple(s.shape):
-                raise ConversionError(f"{surl}: probe {pid} LFP is {have} but the source is "
-                                      f"{s.shape}: the source changed. Delete the store and "
-                                      "convert again.")
-        info["stimulus_tables"] = [n.split("/", 1)[1] for n in tables
-                                   if n.startswith("stimulus/")]
-        info["tables"] = list(tables)
-        root.attrs[zr.ATTRS_KEY] = info
-
-    # ---- jobs ----
-    def lfp_jobs(pid: int) -> list[LFPJob]:
-        g = zr.lfp_group_path(pid)
-        arr = root[f"{g}/data"]
-        n, shard = arr.shape[0], (arr.shards or arr.chunks)[0]
-        meta = info["lfp"][str(pid)]
-        return [LFPJob(lfp_src[pid], surl, dst_options, g, i, min(n, i + shard),
-                       meta["encoding"], LFP_VOLTS_PER_BIT,
-                       storage.join(progress_url, g, str(i)))
-                for i in range(0, n, shard)]
-
-    spike_arr = root[zr.SPIKE_TIMES_PATH]
-    sc = int(spike_arr.chunks[0])
-    spike_jobs = [SpikeJob(spikes_src, surl, dst_options, a, min(n_spikes, a + sc),
-                           storage.join(progress_url, "spikes", str(a)))
-                  for a in range(0, n_spikes, sc)]
-    all_lfp = {pid: lfp_jobs(pid) for pid in lfp_src}
-    result.lfp_encodings = {pid: info["lfp"][str(pid)]["encoding"] for pid in lfp_src}
-
-    if not done:
-        have = _markers(progress_url, dst_options)
-
-        def rel(m: str) -> str:
-            return m[len(progress_url.rstrip("/")) + 1:]
-
-        todo_lfp = [j for js in all_lfp.values() for j in js if rel(j.marker) not in have]
-        todo_spk = [j for j in spike_jobs if rel(j.marker) not in have]
-        result.blocks_skipped = (sum(len(v) for v in all_lfp.values()) + len(spike_jobs)
-                                 - len(todo_lfp) - len(todo_spk))
-        calls = [(lfp_block_task, (j,)) for j in todo_lfp] + \
-                [(spike_block_task, (j,)) for j in todo_spk]
-        out = run_tasks(calls, client=client, progress=progress, desc=f"session {sid}")
-        result.blocks_written = sum(1 for r in out if r["status"] == "written")
-        inexact = sorted({int(r["key"].split("/")[1].split("_")[1]) for r in out
-                          if r["status"] == "inexact"})
-        for pid in inexact:  # rare: a later block is off the int16 grid -> float32 for the probe
-            log.warning("probe %s: LFP not exactly int16 x %.3g V after the first block; "
-                        "storing float32", pid, LFP_VOLTS_PER_BIT)
-            _remove_markers(storage.join(progress_url, zr.lfp_group_path(pid)), dst_options)
-            _create_lfp_arrays(root, zr.lfp_group_path(pid), lfp_src[pid],
-                               zr.ENCODING_FLOAT32, layout, overwrite=True)
-            info["lfp"][str(pid)]["encoding"] = zr.ENCODING_FLOAT32
-            root.attrs[zr.ATTRS_KEY] = info
-            all_lfp[pid] = lfp_jobs(pid)
-            redo = run_tasks([(lfp_block_task, (j,)) for j in all_lfp[pid]], client=client,
-                             progress=progress, desc=f"session {sid} probe {pid} (float32)")
-            result.blocks_written += len(redo)
-            result.lfp_encodings[pid] = zr.ENCODING_FLOAT32
-        # every block must be there before the store may be called complete
-        have = _markers(progress_url, dst_options)
-        missing = [j.key for js in all_lfp.values() for j in js if rel(j.marker) not in have] + \
-                  [j.key for j in spike_jobs if rel(j.marker) not in have]
-        if missing:
-            raise ConversionError(f"{surl}: {len(missing)} block(s) were not written "
-                                  f"(e.g. {missing[:3]}); rerun convert.")
-        _check_tables(root, tables, spike_index.astype(np.int64), surl)
-
-    if verify:
-        zr.clear_caches()
-        dst_spikes = SpikeSource("zarr", surl, dst_options, zr.SPIKE_TIMES_PATH,
-                                 byte_offset=0, dtype="<f8")
-        calls = []
-        for pid, js in all_lfp.items():
-            g = zr.lfp_group_path(pid)
-            dsrc = _dst_lfp_source(surl, dst_options, g, root[f"{g}/data"], lfp_src[pid],
-                                   info["lfp"][str(pid)]["encoding"])
-            calls += [(verify_lfp_task, (j, dsrc)) for j in js]
-        calls += [(verify_spike_task, (j, dst_spikes)) for j in spike_jobs]
-        out = run_tasks(calls, client=client, progress=progress, desc=f"verify {sid}")
-        bad = [f"{r['key']} ({', '.join(r['what'])})" for r in out if r["status"] != "ok"]
-        if bad:
-            raise ConversionError(f"{surl} differs from the source in {len(bad)} block(s): "
-                                  f"{bad[:5]}. Delete the store and convert again.")
-        _check_tables(root, tables, spike_index.astype(np.int64), surl)
-        result.verified = True
-        if done:
-            result.status = "verified"
-
-    if not done:
-        info["complete"] = True
-        info["completed"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        info["verified"] = bool(verify)
-        root.attrs[zr.ATTRS_KEY] = info
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=UserWarning)
-            zarr.consolidate_metadata(store)
-    _remove_markers(progress_url, dst_options)
+    job = SessionConversion(src, dst_url, session_id, dst_options=dst_options, layout=layout,
+                            client=client, progress=progress)
+    r = job.result
+    if job.complete:
+        r.lfp_encodings = {int(p): m["encoding"] for p, m in job.info.get("lfp", {}).items()}
+        if verify:
+            job.read_source()
+            job.verify()
+            r.status = "verified"
+        else:
+            r.status = "already complete"
+        _remove_markers(job.progress_url, dst_options)  # left if a run stopped right there
+    else:
+        job.read_source()
+        job.prepare()
+        job.run()
+        if verify:
+            job.verify()
+        job.finish(verified=verify)
+        r.lfp_encodings = {p: job.info["lfp"][str(p)]["encoding"] for p in job.lfp_src}
     zr.clear_caches()
-    result.seconds = time.perf_counter() - t0
-    return result
+    r.seconds = time.perf_counter() - t0
+    return r
 
 
 # ---- the whole cache -----------------------------------------------------------------------
@@ -720,7 +763,7 @@ def convert(src_url: str, dst_url: str, sessions: Iterable[int] | None = None, *
         raise ConversionError(f"{src_url} is already a Zarr copy (its manifest has "
                               "'session_zarr'); convert reads the published NWB layout.")
     dst_url = str(dst_url).rstrip("/")
-    dst_options = storage.storage_options_for(dst_url, dst_storage_options)
+    dst_options = zr.zarr_storage_options(dst_url, dst_storage_options)
     table = src.get_session_table()
     ids = [int(s) for s in (table.index if sessions is None else sessions)]
     unknown = sorted(set(ids) - {int(s) for s in table.index})

@@ -177,7 +177,7 @@ def run_demo(out: Path, cache_url: str | None, storage_options: dict | None, pre
             + (f" Preferred orientation equals the generator's ground truth for "
                f"{100 * pref_match:.0f}% of visual units." if pref_match is not None else ""),
             "", "![tuning](tuning_curves.png)", "", "## Cross-area correlations", "",
-            *([f"Mean noise correlation between visual areas: "
+            *(["Mean noise correlation between visual areas: "
                + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in between.items()) + "."]
               if between else []),
             "", "![correlations](area_correlations.png)", "",

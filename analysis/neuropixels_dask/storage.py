@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
+import copy
 import logging
 import os
 import threading
@@ -92,9 +93,11 @@ register_cache(HDF5BlockCache, clobber=True)
 
 def storage_options_for(url: str, storage_options: dict | None = None) -> dict[str, Any]:
     """Config defaults for ``url`` overlaid with the caller's options (caller wins)."""
-    opts = config.storage_options_from_config(url)
+    # deep copies: botocore rewrites nested dicts (config_kwargs["retries"]) in place, which would
+    # change options_key() after first use and make every per-process cache miss
+    opts = copy.deepcopy(config.storage_options_from_config(url))
     if storage_options:
-        user = dict(storage_options)
+        user = copy.deepcopy(dict(storage_options))
         if "client_kwargs" in user and "client_kwargs" in opts:
             user["client_kwargs"] = {**opts["client_kwargs"], **user["client_kwargs"]}
         opts.update(user)

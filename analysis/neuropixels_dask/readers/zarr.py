@@ -23,6 +23,7 @@ written store raises :class:`~neuropixels_dask.errors.InvalidFileError` telling 
 from __future__ import annotations
 
 import collections
+import copy
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -86,15 +87,24 @@ def zarr_storage_options(url: str, storage_options: dict | None) -> dict[str, An
     ``max_concurrency > 1``: two requests where one does for our metadata documents and shards of
     a few MB. Parallelism comes from Dask tasks and zarr's concurrent chunk reads instead.
     """
-    opts = storage.storage_options_for(url, storage_options)
+    opts = copy.deepcopy(storage.storage_options_for(url, storage_options))
     if str(url).startswith(("s3://", "s3a://")):
         opts.setdefault("max_concurrency", 1)
     return opts
 
 
+def filesystem(url: str, storage_options: dict | None):
+    """``storage.filesystem`` on a private copy of the options.
+
+    botocore rewrites the ``retries`` dict it is given (``max_attempts`` → ``total_max_attempts``);
+    a shared options dict would then change under our per-process caches' keys.
+    """
+    return storage.filesystem(url, zarr_storage_options(url, storage_options))
+
+
 def open_store(url: str, storage_options: dict | None, *, read_only: bool = True):
     """A zarr store for ``url``: ``LocalStore`` for local paths (atomic writes), else fsspec."""
-    fs, path = storage.filesystem(url, storage_options)
+    fs, path = filesystem(url, storage_options)
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     if "file" in protocols or "local" in protocols:
         return zarr.storage.LocalStore(path, read_only=read_only)
@@ -237,7 +247,7 @@ class ZarrSessionReader(SessionReader):
     def __init__(self, session_url: str, session_id: int, storage_options: dict | None = None):
         self.url = session_url.rstrip("/")
         self.session_id = int(session_id)
-        self.storage_options = storage.storage_options_for(self.url, storage_options)
+        self.storage_options = zarr_storage_options(self.url, storage_options)
         self.store_url = store_url(self.url, self.session_id)
         self._root = open_root(self.store_url, self.storage_options, self.session_id)
         self._info = dict(self._root.attrs[ATTRS_KEY])
@@ -385,7 +395,7 @@ def _shards_in_memory(arr: zarr.Array, url: str, path: str, storage_options: dic
     proto = default_buffer_prototype()
     tail = (0,) * (arr.ndim - 1)
     keys = [arr.metadata.encode_chunk_key((s, *tail)) for s in shards]
-    fs, _ = storage.filesystem(url, zarr_storage_options(url, storage_options))
+    fs, _ = filesystem(url, storage_options)
     paths = [fs._strip_protocol(storage.join(url, path, k)) for k in keys]
     try:
         blobs = fs.cat(paths, on_error="omit")  # a missing shard reads as fill value
@@ -462,7 +472,7 @@ def read_spike_ranges(src: SpikeSource, ranges: list[tuple[int, int]]) -> list[n
             owners.append(k)
     blobs: list[bytes] = []
     if paths:
-        fs, _ = storage.filesystem(src.url, src.storage_options)
+        fs, _ = filesystem(src.url, src.storage_options)
         local = [fs._strip_protocol(p) for p in paths]
         try:
             blobs = fs.cat_ranges(local, starts, stops)

@@ -202,7 +202,7 @@ assert set(UNITS_CSV_COLUMNS) >= set(UNIT_METRICS) - {"firing_rate"} | {"firing_
 
 def _ground_truth_header(preset: Preset) -> dict:
     return {
-        "generator": {"preset": asdict(preset), "format_version": 2},
+        "generator": {"preset": asdict(preset), "format_version": 3},
         "rhythms": {fam: {"frequency_hz": f, "amplitude_v": a}
                     for fam, (f, a) in M.RHYTHM.items()},
         "gamma_grating_power_gain": M.GAMMA_GRATING_GAIN ** 2,

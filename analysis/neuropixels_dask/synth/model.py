@@ -211,4 +211,5 @@ class LFPSynthesizer:
         self.pos = stop
         # Real LFP is int16 × 0.195 µV stored as float32 volts: quantize the same way.
         q = 0.195e-6
-        return (np.round(out / q) * q).astype(np.float32)
+        # + 0.0 turns -0.0 into 0.0: the real files, int16 counts × scale, have no negative zero
+        return (np.round(out / q) * q + 0.0).astype(np.float32)

@@ -1,0 +1,213 @@
+"""``convert``: resumable, verified, parallel; the cache it writes opens like the original."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import dask
+import numpy as np
+import pytest
+import zarr
+
+import neuropixels_dask as npd
+from neuropixels_dask import convert as cv
+from neuropixels_dask import storage
+from neuropixels_dask.errors import CacheNotFoundError, InvalidFileError
+from neuropixels_dask.readers import zarr as zr
+
+SMALL = cv.Layout(lfp_chunk=1250, lfp_chunks_per_shard=16, spike_chunk=4096)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _close_handles():
+    yield
+    storage.handles.clear()
+    zr.clear_caches()
+
+
+@pytest.fixture(scope="module")
+def sid(tiny_cache_dir) -> int:
+    return int(npd.open_cache(tiny_cache_dir).get_session_table().index[0])
+
+
+def _store(dst: str, sid: int) -> str:
+    return zr.store_url(os.path.join(dst, f"session_{sid}"), sid)
+
+
+def assert_same_data(src: str, dst: str, sid: int) -> None:
+    """Every LFP sample, timestamp and spike time of ``sid`` is bit-identical in both caches."""
+    a = npd.open_cache(src).get_session_data(sid, filter_by_validity=False,
+                                             amplitude_cutoff_maximum=None,
+                                             presence_ratio_minimum=None,
+                                             isi_violations_maximum=None)
+    b = npd.open_cache(dst).get_session_data(sid, filter_by_validity=False,
+                                             amplitude_cutoff_maximum=None,
+                                             presence_ratio_minimum=None,
+                                             isi_violations_maximum=None)
+    assert type(b.reader).__name__ == "ZarrSessionReader"
+    for uid in a.spike_times:
+        assert a.spike_times[uid].tobytes() == b.spike_times[uid].tobytes()
+    for pid in a.probes.index[a.probes["has_lfp_data"]]:
+        try:
+            la = a.get_lfp(pid, exact_timestamps=True)
+        except npd.NoLFPError:
+            continue
+        lb = b.get_lfp(pid, exact_timestamps=True)
+        assert la.values.tobytes() == lb.values.tobytes()
+        assert la.time.values.tobytes() == lb.time.values.tobytes()
+
+
+def test_int16_encoding_is_exact_or_refused():
+    q = cv.LFP_VOLTS_PER_BIT
+    k = np.arange(-32768, 32768, dtype=np.int64)
+    volts = (k * q).astype(np.float32).reshape(-1, 16)  # every int16 value, Allen's way
+    counts = cv.encode_lfp_int16(volts, q)
+    assert counts is not None and counts.dtype == np.int16
+    assert zr.decode_lfp(counts, q).tobytes() == volts.tobytes()
+    for bad in (np.float32(-0.0), np.float32(0.5 * q), np.float32(np.nan),
+                np.float32(40000 * q)):
+        x = volts.copy()
+        x[3, 2] = bad
+        assert cv.encode_lfp_int16(x, q) is None, bad
+
+
+def test_interrupted_conversion_resumes(tiny_cache_dir, tmp_path, sid, monkeypatch):
+    dst = str(tmp_path / "zarr")
+    calls = {"n": 0}
+    real = cv._write_lfp_block
+
+    def crash_on_fifth(job, values, timestamps):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise RuntimeError("simulated crash")
+        real(job, values, timestamps)
+
+    monkeypatch.setattr(cv, "_write_lfp_block", crash_on_fifth)
+    with dask.config.set(scheduler="synchronous"), \
+            pytest.raises(RuntimeError, match="simulated crash"):
+        cv.convert(tiny_cache_dir, dst, [sid], layout=SMALL, progress=False)
+    # the half store: readable as a cache, refused as a session, with the way out in the message
+    cache = npd.open_cache(dst)
+    assert cache.format == "zarr"
+    with pytest.raises(InvalidFileError, match="rerun|Rerun"):
+        cache.get_session_data(sid)
+    progress = os.path.join(_store(dst, sid), cv.PROGRESS_DIR)
+    assert os.path.exists(os.path.join(progress, "tables"))
+    done = [f for d, _, fs in os.walk(progress) for f in fs if d != progress]
+    lfp_done = [f for d, _, fs in os.walk(os.path.join(progress, "lfp")) for f in fs]
+    assert len(lfp_done) == 4  # the blocks written before the crash, each with its marker
+
+    monkeypatch.setattr(cv, "_write_lfp_block", real)
+    (r,) = cv.convert(tiny_cache_dir, dst, [sid], layout=SMALL, progress=False)
+    assert r.status == "converted"
+    assert r.blocks_skipped == len(done)  # everything finished before the crash is skipped
+    n_lfp = sum(-(-npd.open_cache(tiny_cache_dir).get_session_data(sid).lfp_source(p).shape[0]
+                  // SMALL.lfp_shard) for p in r.lfp_encodings)
+    n_spike = -(-int(zr.ZarrSessionReader(os.path.join(dst, f"session_{sid}"),
+                                          sid).spike_index()[-1]) // SMALL.spike_chunk)
+    assert r.blocks_written + r.blocks_skipped == n_lfp + n_spike
+    assert not os.path.exists(os.path.join(_store(dst, sid), cv.PROGRESS_DIR))
+    assert_same_data(tiny_cache_dir, dst, sid)
+    (again,) = cv.convert(tiny_cache_dir, dst, [sid], progress=False)
+    assert again.status == "already complete" and again.blocks_written == 0
+
+
+def test_killed_cli_run_resumes(tiny_cache_dir, tmp_path, sid):
+    """SIGKILL (no cleanup code runs) in the middle of ``neuropixels-dask convert``; the same
+    command again finishes the job and reports the blocks it skipped."""
+    dst = str(tmp_path / "zarr")
+    slow = textwrap.dedent(f"""
+        import sys, time
+        from neuropixels_dask import convert as cv
+        real = cv._write_lfp_block
+        def slow(*args):
+            real(*args)
+            time.sleep(0.5)
+        cv._write_lfp_block = slow
+        from neuropixels_dask.cli import main
+        sys.exit(main(["convert", {tiny_cache_dir!r}, {dst!r}, "--sessions", "{sid}",
+                       "--no-progress"]))
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", slow], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    lfp_markers = os.path.join(_store(dst, sid), cv.PROGRESS_DIR, "lfp")
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = [f for _, _, fs in os.walk(lfp_markers) for f in fs]
+            if found:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()[0].decode()
+        assert found, "no block finished within 60 s"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    with pytest.raises(InvalidFileError):
+        npd.open_cache(dst).get_session_data(sid)
+    out = subprocess.run([sys.executable, "-m", "neuropixels_dask.cli", "convert",
+                          tiny_cache_dir, dst, "--sessions", str(sid), "--verify"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"session {sid}: converted" in out.stdout
+    skipped = int(out.stdout.split(" skipped")[0].rsplit(" ", 1)[1])
+    assert skipped >= 1, out.stdout
+    assert "every value verified" in out.stdout
+    assert "block" in out.stderr  # the progress bar
+    assert_same_data(tiny_cache_dir, dst, sid)
+
+
+def test_verify_detects_a_corrupted_copy(tiny_cache_dir, tmp_path, sid):
+    dst = str(tmp_path / "zarr")
+    (r,) = cv.convert(tiny_cache_dir, dst, [sid], verify=True, progress=False)
+    assert r.verified
+    (again,) = cv.convert(tiny_cache_dir, dst, [sid], verify=True, progress=False)
+    assert again.status == "verified"
+    pid = next(iter(r.lfp_encodings))
+    arr = zarr.open_array(_store(dst, sid), path=f"lfp/probe_{pid}/data", mode="r+")
+    arr[100:101] = arr[100:101] + (1 if arr.dtype.kind == "i" else np.float32(1e-6))
+    with pytest.raises(cv.ConversionError, match="differs.*data"):
+        cv.convert(tiny_cache_dir, dst, [sid], verify=True, progress=False)
+
+
+def test_cache_level_files(tiny_cache_dir, tmp_path, sid):
+    dst = str(tmp_path / "zarr")
+    cv.convert(tiny_cache_dir, dst, [sid], progress=False)
+    for name in cv.CACHE_FILES + ("synthetic_ground_truth.json",):
+        with open(os.path.join(tiny_cache_dir, name), "rb") as a, \
+                open(os.path.join(dst, name), "rb") as b:
+            assert a.read() == b.read(), name
+    with open(os.path.join(dst, "manifest.json")) as f:
+        entries = json.load(f)["manifest"]
+    assert [e for e in entries if e.get("key") == "session_zarr"] == [cv.MANIFEST_ENTRY]
+    cache = npd.open_cache(dst)
+    assert cache.format == "zarr"
+    others = [int(s) for s in cache.get_session_table().index if int(s) != sid]
+    with pytest.raises(CacheNotFoundError, match=f"--sessions {others[0]}"):
+        cache.get_session_data(others[0])
+    with pytest.raises(cv.ConversionError, match="already a Zarr copy"):
+        cv.convert(dst, str(tmp_path / "again"), progress=False)
+    with pytest.raises(cv.ConversionError, match="not in"):
+        cv.convert(tiny_cache_dir, dst, [123], progress=False)
+
+
+def test_convert_runs_on_a_distributed_cluster(tiny_cache_dir, tmp_path, sid, local_client):
+    """The tasks are plain picklable jobs: they run in other processes and write there."""
+    dst = str(tmp_path / "zarr")
+    (r,) = cv.convert(tiny_cache_dir, dst, [sid], verify=True, progress=False,
+                      client=local_client)
+    assert r.verified and r.blocks_written >= 4
+    assert_same_data(tiny_cache_dir, dst, sid)
+
+
+def test_cli_registers_convert():
+    from neuropixels_dask.cli import build_parser
+
+    args = build_parser().parse_args(["convert", "a", "b", "--sessions", "1", "2", "--verify"])
+    assert args.sessions == [1, 2] and args.verify and args.func is cv._cmd_convert
