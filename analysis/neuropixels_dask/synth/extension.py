@@ -1,5 +1,8 @@
 """The ``ndx-aibs-ecephys`` 0.2.0 types the Allen files use, built with pynwb's spec API.
 
+``probe_id`` is an integer, as in the spec AllenSDK 2.16 ships and loads when it reads the files
+(later AllenSDK versions changed it to text).
+
 The spec is generated into a private temporary folder on first use and loaded into pynwb's type map;
 files written with these classes cache the namespace, as the real files do, so any NWB reader
 (including AllenSDK's) can resolve ``EcephysProbe`` and ``EcephysElectrodeGroup``.
@@ -28,12 +31,12 @@ def ecephys_types() -> dict[str, type]:
         neurodata_type_def="EcephysProbe", neurodata_type_inc="Device",
         doc="A Neuropixels probe device",
         attributes=[attr("sampling_rate", "float64", "Sampling rate of the device (Hz)"),
-                    attr("probe_id", "text", "Unique ID of the Neuropixels probe")])
+                    attr("probe_id", "int", "Unique ID of the Neuropixels probe")])
     group = NWBGroupSpec(
         neurodata_type_def="EcephysElectrodeGroup", neurodata_type_inc="ElectrodeGroup",
         doc="The channels of one Neuropixels probe",
         attributes=[attr("has_lfp_data", "bool", "Whether an LFP file exists for this probe"),
-                    attr("probe_id", "text", "Unique ID of the Neuropixels probe"),
+                    attr("probe_id", "int", "Unique ID of the Neuropixels probe"),
                     attr("lfp_sampling_rate", "float64", "LFP sampling rate (Hz)")])
     folder = tempfile.mkdtemp(prefix="ndx-aibs-ecephys-")
     ns = NWBNamespaceBuilder(doc="Allen Institute Ecephys Extension (synthetic mirror)",

@@ -75,6 +75,18 @@ def _unit_metrics(rng: np.random.Generator, quality: str, fail: str | None) -> d
     return m
 
 
+def _mean_waveform(peak: int, amplitude_uv: float) -> np.ndarray:
+    """``(384 channels, 82 samples)`` float32 volts: a spike shape that decays away from the peak
+    channel, as ``waveform_mean`` holds one per unit."""
+    from .nwb_writer import WAVEFORM_SAMPLES
+
+    t = np.arange(WAVEFORM_SAMPLES) / 30.0  # ms at 30 kHz
+    shape = -np.exp(-0.5 * ((t - 1.0) / 0.15) ** 2) + 0.35 * np.exp(-0.5 * ((t - 1.5) / 0.3) ** 2)
+    dist = np.abs(np.arange(L.N_CHANNELS) - peak)
+    gain = np.exp(-dist / 6.0)
+    return (amplitude_uv * 1e-6 * gain[:, None] * shape[None, :]).astype(np.float32)
+
+
 def _session_task(args: tuple) -> dict:
     """Generate and write one session; returns its table rows and ground truth."""
     preset, s_index, session_id, out_dir, show_progress = args
@@ -97,7 +109,7 @@ def _session_task(args: tuple) -> dict:
 
     # ---- units and spikes
     flash = {fam: model.flash_drive(fam) for fam in ("visual", "thalamus", "hippocampus")}
-    unit_rows, spikes, amps, truths = [], [], [], {}
+    unit_rows, spikes, amps, waves, truths = [], [], [], [], {}
     uid = 950_000_000 + s_index * 100_000
     for p_i, p in enumerate(probes):
         in_brain = np.flatnonzero(p.acronyms != "")
@@ -123,6 +135,7 @@ def _session_task(args: tuple) -> dict:
                               "quality": quality, **metrics})
             spikes.append(st)
             amps.append(metrics["amplitude"] * 1e-6 * rng.lognormal(0, 0.2, st.size))
+            waves.append(_mean_waveform(ch, metrics["amplitude"]))
             truths[str(uid)] = {**asdict(truth), "probe_id": p.probe_id, "fails_filter": fail,
                                 "n_spikes": int(st.size)}
             uid += 1
@@ -135,8 +148,8 @@ def _session_task(args: tuple) -> dict:
     folder = os.path.join(out_dir, f"session_{session_id}")
     os.makedirs(folder, exist_ok=True)
     write_session_nwb(os.path.join(folder, f"session_{session_id}.nwb"), session_id, meta,
-                      probes, units, spikes, amps, tables, (rt, speed), start)
-    del spikes, amps
+                      probes, units, spikes, amps, waves, tables, (rt, speed), start)
+    del spikes, amps, waves
 
     lfp_truth = {}
     for p in probes:
@@ -202,7 +215,7 @@ assert set(UNITS_CSV_COLUMNS) >= set(UNIT_METRICS) - {"firing_rate"} | {"firing_
 
 def _ground_truth_header(preset: Preset) -> dict:
     return {
-        "generator": {"preset": asdict(preset), "format_version": 3},
+        "generator": {"preset": asdict(preset), "format_version": 6},
         "rhythms": {fam: {"frequency_hz": f, "amplitude_v": a}
                     for fam, (f, a) in M.RHYTHM.items()},
         "gamma_grating_power_gain": M.GAMMA_GRATING_GAIN ** 2,
@@ -240,9 +253,9 @@ def generate_cache(url: str, preset: str | Preset = "tiny", *, reuse: bool = Tru
     ``reuse=True`` returns at once when ``url`` already holds a complete cache generated with the
     same parameters (the ground-truth sidecar, written last, records them).
     """
-    p = PRESETS[preset] if isinstance(preset, str) else preset
     if isinstance(preset, str) and preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    p = PRESETS[preset] if isinstance(preset, str) else preset
     p = p.with_overrides(**overrides)
     header = _ground_truth_header(p)
     ids = L.session_ids(p.n_sessions, p.seed)

@@ -22,6 +22,11 @@ from .extension import ecephys_types
 from .layout import LFP_CHUNKS, RAW_SAMPLING_RATE, ProbeLayout
 from .model import LFPSynthesizer
 
+#: Names of waveform metrics in the NWB units table (units.csv uses the short names).
+NWB_UNIT_NAMES = {"duration": "waveform_duration", "halfwidth": "waveform_halfwidth"}
+#: Samples of ``waveform_mean`` per channel (82 at 30 kHz in the real files).
+WAVEFORM_SAMPLES = 82
+
 #: Units-table scalar columns in the order the real files have them (metrics + identifiers).
 UNIT_METRICS = ["PT_ratio", "amplitude", "amplitude_cutoff", "cumulative_drift", "d_prime",
                 "duration", "firing_rate", "halfwidth", "isi_violations", "isolation_distance",
@@ -56,11 +61,11 @@ def _add_probes(nwb: NWBFile, probes: list[ProbeLayout], only: ProbeLayout | Non
             continue
         dev = types["EcephysProbe"](name=p.name, description="Neuropixels 1.0 Probe",
                                     manufacturer="imec", sampling_rate=RAW_SAMPLING_RATE,
-                                    probe_id=str(p.probe_id))
+                                    probe_id=int(p.probe_id))
         nwb.add_device(dev)
         grp = types["EcephysElectrodeGroup"](
             name=p.name, description="Ecephys Electrode Group", location="See electrode locations",
-            device=dev, has_lfp_data=bool(p.has_lfp), probe_id=str(p.probe_id),
+            device=dev, has_lfp_data=bool(p.has_lfp), probe_id=int(p.probe_id),
             lfp_sampling_rate=p.lfp_sampling_rate / 2)
         nwb.add_electrode_group(grp)
         groups[p.probe_id] = grp
@@ -93,7 +98,8 @@ def _add_electrodes(nwb: NWBFile, probes: list[ProbeLayout], groups: dict,
 
 def write_session_nwb(path: str, session_id: int, meta: dict, probes: list[ProbeLayout],
                       units: pd.DataFrame, spike_times: list[np.ndarray],
-                      spike_amplitudes: list[np.ndarray], tables: dict[str, pd.DataFrame],
+                      spike_amplitudes: list[np.ndarray], waveforms: list[np.ndarray],
+                      tables: dict[str, pd.DataFrame],
                       running: tuple[np.ndarray, np.ndarray], start: datetime) -> None:
     """Write ``session_<id>.nwb``: probes, electrodes, units (ragged spikes), stimuli, running."""
     nwb = _new_file(session_id, "Data and metadata for an Ecephys session", start, meta)
@@ -108,15 +114,16 @@ def write_session_nwb(path: str, session_id: int, meta: dict, probes: list[Probe
     nwb.add_unit_column(name="peak_channel_id", description="Channel with the largest waveform")
     nwb.add_unit_column(name="quality", description="'good' or 'noise'")
     for m in UNIT_METRICS:
-        nwb.add_unit_column(name=m, description=f"Quality/waveform metric {m}")
+        nwb.add_unit_column(name=NWB_UNIT_NAMES.get(m, m),
+                            description=f"Quality/waveform metric {m}")
     nwb.add_unit_column(name="spike_amplitudes", description="Amplitude of each spike (V)",
                         index=True)
     for k, row in enumerate(units.itertuples()):
-        kw = {m: float(getattr(row, m)) for m in UNIT_METRICS}
+        kw = {NWB_UNIT_NAMES.get(m, m): float(getattr(row, m)) for m in UNIT_METRICS}
         nwb.add_unit(id=int(row.Index), spike_times=spike_times[k],
                      spike_amplitudes=spike_amplitudes[k], cluster_id=int(row.cluster_id),
                      local_index=int(row.local_index), peak_channel_id=int(row.peak_channel_id),
-                     quality=str(row.quality), **kw)
+                     quality=str(row.quality), waveform_mean=waveforms[k], **kw)
 
     # /intervals/<stimulus>_presentations
     for name, table in tables.items():
@@ -140,6 +147,19 @@ def write_session_nwb(path: str, session_id: int, meta: dict, probes: list[Probe
                        description="Running speed of the animal on the wheel"))
     with NWBHDF5IO(path, "w") as io:
         io.write(nwb, cache_spec=True)
+    _legacy_electrodes_type(path)
+
+
+def _legacy_electrodes_type(path: str) -> None:
+    """Tag the electrodes table as the plain ``DynamicTable`` it is in NWB ≤ 2.8 (and in the real
+    2.2.2 files): readers built on pynwb 2.x, AllenSDK 2.16 among them, do not know NWB 2.9's
+    ``ElectrodesTable`` type; pynwb 4 reads either."""
+    import h5py
+
+    with h5py.File(path, "a") as f:
+        g = f["general/extracellular_ephys/electrodes"]
+        g.attrs["neurodata_type"] = "DynamicTable"
+        g.attrs["namespace"] = "hdmf-common"
 
 
 class _LFPIterator(GenericDataChunkIterator):
@@ -185,6 +205,7 @@ def write_lfp_nwb(path: str, session_id: int, meta: dict, probe: ProbeLayout,
         description="LFP (1 kHz low-pass), subsampled to ~1250 Hz")
     with NWBHDF5IO(path, "w") as io:
         io.write(nwb, cache_spec=True)
+    _legacy_electrodes_type(path)
 
 
 def session_start(session_index: int) -> datetime:

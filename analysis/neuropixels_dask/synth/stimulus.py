@@ -59,7 +59,7 @@ def build_schedule(preset, t_start: float, rng: np.random.Generator) -> dict[str
 
     # flashes: 250 ms full-field, every 2 s, alternating colour
     for k in range(preset.n_flashes):
-        add("flashes", 1, t, t + 0.25, color=1.0 if k % 2 == 0 else -1.0, contrast=0.8,
+        add("flashes", 1, t, t + 0.25, color="1.0" if k % 2 == 0 else "-1.0", contrast=0.8,
             orientation=45.0, phase="[0.0, 0.0]", size="[300.0, 300.0]",
             spatial_frequency="[0.0, 0.0]", mask="None", opacity=1.0, units="deg")
         t += 2.0
