@@ -55,6 +55,17 @@ def unit_filter_values(**filters: Any) -> dict[str, float]:
     return out
 
 
+def _count(table: pd.DataFrame, key: str, index: pd.Index) -> pd.Series:
+    """Rows of ``table`` per value of ``key``, for every entry of ``index`` (0 when none)."""
+    return table.groupby(key).size().reindex(index, fill_value=0)
+
+
+def _structures(channels: pd.DataFrame, key: str, index: pd.Index) -> pd.Series:
+    """Sorted brain structures of the channels per value of ``key``."""
+    return channels.groupby(key)["ecephys_structure_acronym"].agg(
+        lambda s: sorted(s.dropna().unique())).reindex(index)
+
+
 def apply_unit_filters(units: pd.DataFrame, **filters: Any) -> pd.DataFrame:
     f = unit_filter_values(**filters)
     keep = (
@@ -128,32 +139,25 @@ class EcephysProjectCache:
         """Sessions with ``unit_count``, ``channel_count``, ``probe_count`` and structures."""
         sessions = self._table("sessions").copy()
         probes, channels = self._table("probes"), self._table("channels")
-        units = self._units_merged(filters={})
-        sessions["unit_count"] = units.groupby("ecephys_session_id").size().reindex(
-            sessions.index, fill_value=0)
+        units = self._units_merged()
         ch = channels.merge(probes[["ecephys_session_id"]], left_on="ecephys_probe_id",
                             right_index=True, how="left")
-        sessions["channel_count"] = ch.groupby("ecephys_session_id").size().reindex(
-            sessions.index, fill_value=0)
-        sessions["probe_count"] = probes.groupby("ecephys_session_id").size().reindex(
-            sessions.index, fill_value=0)
-        sessions["ecephys_structure_acronyms"] = ch.groupby("ecephys_session_id")[
-            "ecephys_structure_acronym"].agg(lambda s: sorted(s.dropna().unique())).reindex(
-            sessions.index)
+        key, index = "ecephys_session_id", sessions.index
+        sessions["unit_count"] = _count(units, key, index)
+        sessions["channel_count"] = _count(ch, key, index)
+        sessions["probe_count"] = _count(probes, key, index)
+        sessions["ecephys_structure_acronyms"] = _structures(ch, key, index)
         sessions.index.name = "id"
         return sessions.drop(columns=list(suppress or []), errors="ignore")
 
     def get_probes(self, suppress: list[str] | None = None) -> pd.DataFrame:
         probes = self._table("probes").copy()
         channels = self._table("channels")
-        units = self._units_merged(filters={})
-        probes["unit_count"] = units.groupby("ecephys_probe_id").size().reindex(
-            probes.index, fill_value=0)
-        probes["channel_count"] = channels.groupby("ecephys_probe_id").size().reindex(
-            probes.index, fill_value=0)
-        probes["ecephys_structure_acronyms"] = channels.groupby("ecephys_probe_id")[
-            "ecephys_structure_acronym"].agg(lambda s: sorted(s.dropna().unique())).reindex(
-            probes.index)
+        units = self._units_merged()
+        key, index = "ecephys_probe_id", probes.index
+        probes["unit_count"] = _count(units, key, index)
+        probes["channel_count"] = _count(channels, key, index)
+        probes["ecephys_structure_acronyms"] = _structures(channels, key, index)
         return probes.drop(columns=list(suppress or []), errors="ignore")
 
     def get_channels(self, suppress: list[str] | None = None) -> pd.DataFrame:
@@ -161,12 +165,13 @@ class EcephysProjectCache:
         probes = self._table("probes")
         channels = channels.merge(probes[["ecephys_session_id"]], left_on="ecephys_probe_id",
                                   right_index=True, how="left")
-        units = self._units_merged(filters={})
-        channels["unit_count"] = units.groupby("ecephys_channel_id").size().reindex(
-            channels.index, fill_value=0)
+        units = self._units_merged()
+        channels["unit_count"] = _count(units, "ecephys_channel_id", channels.index)
         return channels.drop(columns=list(suppress or []), errors="ignore")
 
-    def _units_merged(self, filters: dict | None) -> pd.DataFrame:
+    @functools.cache  # noqa: B019 - one cache object per URL
+    def _units_merged(self) -> pd.DataFrame:
+        """units.csv joined with channels, probes and sessions, AllenSDK's column names."""
         units = self._table("units")
         channels = self._table("channels")
         probes = self._table("probes").drop(columns=["air_channel_index",
@@ -179,8 +184,6 @@ class EcephysProjectCache:
                     suffixes=("", "_session"))
         t = t.rename(columns=UNIT_RENAMES)
         t.index.name = "id"
-        if filters is None:
-            return t
         return t
 
     def get_units(self, suppress: list[str] | None = None, filter_by_validity: bool = True,
@@ -193,7 +196,7 @@ class EcephysProjectCache:
         ``filter_out_of_brain_units=False``.
         """
         out_of_brain = unit_filters.pop("filter_out_of_brain_units", True)
-        units = self._units_merged(filters={})
+        units = self._units_merged().copy()
         if filter_by_validity:
             units = units[units["quality"] == "good"]
         units = apply_unit_filters(units, **unit_filters)
