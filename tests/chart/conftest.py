@@ -240,6 +240,11 @@ def z2jh_config(values: dict, spawner_class: str = "kubespawner.KubeSpawner") ->
         service = dict(service, name=key, api_token="0" * 64)  # the chart's generated token
         service.pop("apiToken", None)
         c.JupyterHub.services.append(service)
+    c.JupyterHub.load_roles = []
+    for key, role in (jh["hub"].get("loadRoles") or {}).items():  # a dict, mergeable by -f
+        role = dict(role)
+        role.setdefault("name", key)
+        c.JupyterHub.load_roles.append(role)
     return c
 
 

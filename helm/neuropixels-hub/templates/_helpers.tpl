@@ -144,6 +144,11 @@ neuropixels-hub-settings
 {{- if ne (include "neuropixels-hub.gatewayPrefix" .) "/services/dask-gateway" -}}
 {{- fail "dask-gateway.gateway.prefix must be /services/dask-gateway: the hub proxies its dask-gateway service there" -}}
 {{- end -}}
+{{- $roles := ($jh.hub | default dict).loadRoles | default dict -}}
+{{- $serverScopes := (index $roles "server" | default dict).scopes | default list -}}
+{{- if not (or (has "access:services!service=dask-gateway" $serverScopes) (has "access:services" $serverScopes) (has "inherit" $serverScopes)) -}}
+{{- fail "jupyterhub.hub.loadRoles.server.scopes must include access:services!service=dask-gateway: notebooks reach dask-gateway with their server's token, and the gateway refuses tokens without access to its service" -}}
+{{- end -}}
 {{- range $what := list "cores" "memory" -}}
 {{- $opt := index $.Values.dask.worker $what -}}
 {{- if or (lt (float64 $opt.default) (float64 $opt.min)) (gt (float64 $opt.default) (float64 $opt.max)) -}}

@@ -1,0 +1,177 @@
+"""Configuration of the local hub's JupyterHub and dask-gateway-server, run INSIDE those processes.
+
+``neuropixels-dask hub local`` (:mod:`neuropixels_dask.hublocal`) writes a ``jupyterhub_config.py``
+and a ``dask_gateway_config.py`` that load this file by its path and call :func:`configure_hub` /
+:func:`configure_gateway` with the real ``c`` of the server. Each function does three things, in
+the order the charts do them on Kubernetes:
+
+1. **Localhost** (what Kubernetes Services and the subcharts' fixed settings provide in a cluster):
+   where each server listens, the database files, a local spawner / the gateway's local backend.
+2. **What the official subcharts make of our values** (z2jh's ``jupyterhub_config.py``, the
+   dask-gateway chart's ``dask_gateway_config.py``): ``singleuser.extraEnv``/``defaultUrl``,
+   ``hub.services``, ``hub.loadRoles``, ``gateway.prefix``, ``gateway.auth``, ``gateway.backend.environment``; plus
+   resolving the chart's ``secretKeyRef`` credentials, which the kubelet does in a cluster.
+3. **The chart's own ``extraConfig`` snippets**, verbatim from the merged values, in key order,
+   with ``c`` in scope and ``NEUROPIXELS_HUB_SETTINGS`` in the environment, exactly as the pods
+   run them.
+
+Standard library only, and loaded by file path (not as part of the package), so that the hub and
+gateway processes do not import the science stack; on Kubernetes they do not have it either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+
+#: Environment variable that marks every process of one local hub (cleanup finds them by it).
+RUN_MARKER = "NEUROPIXELS_HUB_LOCAL_RUN"
+
+#: The dask-gateway chart's default for ``gateway.loglevel``.
+DEFAULT_GATEWAY_LOG_LEVEL = "INFO"
+
+
+def load(launch: str | dict) -> dict[str, Any]:
+    """The launch document (a dict, or the path of the JSON file the launcher wrote)."""
+    if isinstance(launch, dict):
+        return launch
+    with open(launch) as f:
+        return json.load(f)
+
+
+def _snake(name: str) -> str:
+    """z2jh's camelCase service keys (``apiToken``, ``oauthNoConfirm``) in JupyterHub's spelling."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def run_snippets(c: Any, snippets: dict[str, str], where: str) -> None:
+    """``extraConfig`` entries in key order, each with only ``c`` in scope (as the charts do)."""
+    for key in sorted(snippets):
+        code = compile(snippets[key], f"<{where}.extraConfig.{key}>", "exec")
+        exec(code, {"c": c})  # noqa: S102 - the chart's own configuration code
+
+
+def hub_services(launch: dict) -> list[dict[str, Any]]:
+    """``jupyterhub.hub.services`` as z2jh turns it into ``c.JupyterHub.services``: one entry per
+    key, ``name`` = key, the token the chart generates into the Secret ``hub``."""
+    services = []
+    for name, spec in (launch["values"]["jupyterhub"]["hub"].get("services") or {}).items():
+        entry = {_snake(k): v for k, v in (spec or {}).items() if k != "apiToken"}
+        entry["name"] = name
+        entry["api_token"] = launch["tokens"]["services"][name]
+        services.append(entry)
+    return services
+
+
+def hub_roles(launch: dict) -> list[dict[str, Any]]:
+    """``jupyterhub.hub.loadRoles`` as z2jh turns it into ``c.JupyterHub.load_roles``: one entry
+    per key, ``name`` = key (a dict in values so that -f files can merge it)."""
+    roles = []
+    for name, spec in (launch["values"]["jupyterhub"]["hub"].get("loadRoles") or {}).items():
+        role = dict(spec or {})
+        role.setdefault("name", name)
+        roles.append(role)
+    return roles
+
+
+def configure_hub(c: Any, launch: str | dict) -> None:
+    """Configure a real JupyterHub (``c`` of its config file) for the local hub."""
+    launch = load(launch)
+    values = launch["values"]
+    jh = values["jupyterhub"]
+    single = jh.get("singleuser") or {}
+    ports = launch["ports"]
+    host = launch["host"]
+    workdir = launch["workdir"]
+
+    # 1. Localhost. z2jh: the proxy pod (CHP, started separately, like should_start=False here),
+    #    the hub Service on 8081, the database and cookie secret on the hub's volume.
+    c.JupyterHub.bind_url = f"http://{host}:{ports['public']}/"
+    c.JupyterHub.hub_bind_url = f"http://{host}:{ports['hub']}"
+    c.ConfigurableHTTPProxy.should_start = False
+    c.ConfigurableHTTPProxy.api_url = f"http://{host}:{ports['proxy_api']}"
+    c.ConfigurableHTTPProxy.auth_token = launch["tokens"]["proxy"]
+    c.JupyterHub.db_url = "sqlite:///" + os.path.join(workdir, "jupyterhub.sqlite")
+    c.JupyterHub.cookie_secret_file = os.path.join(workdir, "jupyterhub_cookie_secret")
+    c.JupyterHub.log_level = launch.get("hub_log_level", "INFO")
+    # A simple authenticator: any listed user (or anyone, with no list) with one shared password.
+    c.JupyterHub.authenticator_class = "shared-password"
+    c.SharedPasswordAuthenticator.user_password = launch["password"]
+    if launch.get("users"):
+        c.Authenticator.allowed_users = set(launch["users"])
+    else:
+        c.Authenticator.allow_all = True
+    # A local spawner instead of KubeSpawner: notebooks are processes of this machine.
+    c.JupyterHub.spawner_class = "simple"
+    c.SimpleLocalProcessSpawner.home_dir_template = os.path.join(workdir, "home", "{username}")
+    c.Spawner.cmd = [launch["singleuser_cmd"]]
+    if not launch.get("notebooks", True):
+        # No notebook server installed: after login, the token page instead of a failing spawn.
+        c.JupyterHub.default_url = "/hub/token"
+    if launch.get("as_root"):
+        c.Spawner.args = ["--allow-root"]
+    # LocalProcessSpawner's default list, plus the marker that lets the launcher clean up.
+    c.LocalProcessSpawner.env_keep = [
+        "CONDA_DEFAULT_ENV", "CONDA_ROOT", "JUPYTERHUB_SINGLEUSER_APP", "LANG", "LC_ALL",
+        "LD_LIBRARY_PATH", "PATH", "PYTHONPATH", "VIRTUAL_ENV", RUN_MARKER]
+
+    # 2. What z2jh's jupyterhub_config.py makes of the values (strings only: valueFrom entries
+    #    need Kubernetes), and the credentials the kubelet would resolve from secretKeyRefs.
+    env = {k: v for k, v in (single.get("extraEnv") or {}).items() if isinstance(v, str)}
+    env.update(launch["secret_env"])
+    c.Spawner.environment = env
+    if single.get("defaultUrl"):
+        c.Spawner.default_url = single["defaultUrl"]
+    c.JupyterHub.services = hub_services(launch)
+    c.JupyterHub.load_roles = hub_roles(launch)
+
+    # 3. The chart's hub.extraConfig, verbatim.
+    run_snippets(c, jh["hub"].get("extraConfig") or {}, "hub")
+
+
+def configure_gateway(c: Any, launch: str | dict) -> None:
+    """Configure a real dask-gateway-server (``c`` of its config file) for the local hub."""
+    launch = load(launch)
+    gateway = launch["values"]["dask-gateway"]["gateway"]
+    ports = launch["ports"]
+    host = launch["host"]
+
+    # 1. Localhost. The chart: the API on :8000, traefik's web and tcp entrypoints, KubeBackend.
+    #    Here: the gateway's own proxy on two local ports, and local processes for clusters.
+    c.DaskGateway.log_level = launch.get("gateway_log_level") or gateway.get(
+        "loglevel", DEFAULT_GATEWAY_LOG_LEVEL)
+    c.DaskGateway.address = f"{host}:{ports['gateway_api']}"
+    c.Proxy.address = f"{host}:{ports['gateway_web']}"
+    c.Proxy.tcp_address = f"{host}:{ports['gateway_tcp']}"
+    # UnsafeLocalBackend: LocalBackend would run each cluster under the Unix account named like
+    # the hub user (root + one OS account per user); here hub users are not Unix users. Users
+    # stay apart the way they do on Kubernetes: through the gateway's API (JupyterHub auth,
+    # per-cluster permissions) and the per-cluster TLS credentials schedulers demand.
+    c.DaskGateway.backend_class = "dask_gateway_server.backends.local.UnsafeLocalBackend"
+    c.LocalBackend.clusters_directory = os.path.join(launch["workdir"], "clusters")
+    c.LocalBackend.inherited_environment = [
+        "PATH", "PYTHONPATH", "CONDA_ROOT", "CONDA_DEFAULT_ENV", "VIRTUAL_ENV", "LANG", "LC_ALL",
+        RUN_MARKER]
+
+    # 2. What the dask-gateway chart's dask_gateway_config.py makes of the values.
+    prefix = gateway.get("prefix")
+    if prefix:
+        c.Proxy.prefix = prefix
+    auth = gateway.get("auth") or {}
+    if auth.get("type") != "jupyterhub":
+        raise ValueError(
+            f"dask-gateway.gateway.auth.type is {auth.get('type')!r}: the local hub supports "
+            "'jupyterhub' (the chart's setting) only")
+    c.DaskGateway.authenticator_class = "dask_gateway_server.auth.JupyterHubAuthenticator"
+    # The chart: gateway.auth.jupyterhub.apiUrl, else the hub Service; the API token comes from
+    # the hub's Secret as JUPYTERHUB_API_TOKEN (set by the launcher in this process).
+    c.DaskGateway.JupyterHubAuthenticator.jupyterhub_api_url = (
+        f"http://{host}:{ports['hub']}/hub/api")
+    environment = dict((gateway.get("backend") or {}).get("environment") or {})
+    environment.update(launch["secret_env"])
+    c.ClusterConfig.environment = environment
+
+    # 3. The chart's gateway.extraConfig, verbatim.
+    run_snippets(c, gateway.get("extraConfig") or {}, "gateway")
