@@ -5,9 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 
+import hypothesis  # noqa: F401
 import pytest
 
 from neuropixels_dask.synth import generate_cache
+
+# hypothesis is imported here, at collection, on purpose: its pytest plugin otherwise imports it
+# in the terminal summary, while Dask/tornado threads may still be compiling, and CPython 3.11.7's
+# AST validator is not thread-safe ("SystemError: AST constructor recursion depth mismatch").
 
 CACHE_PREFIX = "visual-coding-neuropixels/ecephys-cache"
 

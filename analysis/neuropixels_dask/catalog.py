@@ -96,6 +96,14 @@ class EcephysProjectCache:
                 raw = f.read()
         except Exception as exc:  # noqa: BLE001
             err = storage.translate_error(exc, url)
+            if isinstance(err, CacheNotFoundError) and str(err).startswith("The bucket of"):
+                bucket = self.url.split("://", 1)[-1].split("/", 1)[0]
+                raise CacheNotFoundError(
+                    f"No ecephys cache at {self.url}: the bucket {bucket!r} does not exist (or "
+                    "is on another endpoint). Point open_cache() at the folder holding "
+                    "manifest.json, sessions.csv, … (for the public data: "
+                    "s3://allen-brain-observatory/visual-coding-neuropixels/ecephys-cache/)."
+                ) from exc
             if isinstance(err, CacheNotFoundError):
                 raise CacheNotFoundError(
                     f"No ecephys cache at {self.url}: {url} is missing. Point open_cache() at "
@@ -214,10 +222,7 @@ class EcephysProjectCache:
         from .session import EcephysSession
 
         sessions = self._table("sessions")
-        try:
-            sid = int(session_id)
-        except (TypeError, ValueError):
-            raise UnknownSessionError(f"Session id {session_id!r} is not an integer.") from None
+        sid = as_id(session_id, "Session id", UnknownSessionError)
         if sid not in sessions.index:
             sample = ", ".join(str(s) for s in sessions.index[:5])
             raise UnknownSessionError(
@@ -226,6 +231,21 @@ class EcephysProjectCache:
         unit_filter_values(**unit_filters)  # validate early
         return EcephysSession.open(self, sid, filter_by_validity=filter_by_validity,
                                    **unit_filters)
+
+
+def as_id(value: Any, what: str, error: type[Exception]) -> int:
+    """``value`` as an integer id; a float that is not whole (``715093703.5``), a bool or text
+    that is not a number is refused rather than silently truncated to some other id."""
+    if isinstance(value, bool | np.bool_):
+        raise error(f"{what} {value!r} is not an integer id.")
+    if isinstance(value, float | np.floating):
+        if not np.isfinite(value) or float(value) != int(value):
+            raise error(f"{what} {value!r} is not an integer id.")
+        return int(value)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise error(f"{what} {value!r} is not an integer id.") from None
 
 
 def open_cache(url: str | None = None, **storage_options: Any) -> EcephysProjectCache:

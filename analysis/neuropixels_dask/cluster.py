@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import dask.config
+import numpy as np
 
 from . import config
 
@@ -30,6 +32,8 @@ def gateway_cluster(n_workers: int | None = None, adapt_max: int | None = None, 
     """Create a dask-gateway cluster with cluster options from config (overridable)."""
     from dask_gateway import Gateway
 
+    if n_workers is not None:  # refuse a bad count before a cluster exists
+        _positive_int("n_workers", n_workers)
     gateway = Gateway()
     opts = gateway.cluster_options()
     cfg = config.get("cluster") or {}
@@ -47,8 +51,20 @@ def gateway_cluster(n_workers: int | None = None, adapt_max: int | None = None, 
     if adapt_max:
         cluster.adapt(minimum=1, maximum=int(adapt_max))
     else:
-        cluster.scale(int(n_workers or cfg.get("n_workers") or 2))
+        cluster.scale(_positive_int("n_workers", n_workers if n_workers is not None else
+                                    (cfg.get("n_workers") or 2)))
     return cluster
+
+
+def _positive_int(name: str, value: Any) -> int:
+    """A worker or thread count as a positive int: 0 or -1 would give a cluster whose
+    computations wait forever for a worker, text would surface as int()'s bare ValueError."""
+    ok = isinstance(value, int | np.integer) and not isinstance(value, bool) or \
+        isinstance(value, float) and value.is_integer()
+    if not ok or int(value) < 1:
+        raise ValueError(f"{name}={value!r}: give a whole number of at least 1 (e.g. "
+                         f"get_client({name}=4)).")
+    return int(value)
 
 
 def local_cluster(n_workers: int | None = None, **kwargs):
@@ -57,8 +73,10 @@ def local_cluster(n_workers: int | None = None, **kwargs):
     from distributed import LocalCluster
 
     cfg = config.get("cluster") or {}
-    n = int(n_workers or cfg.get("n_workers") or max(1, (os.cpu_count() or 2)))
-    threads = int(kwargs.pop("threads_per_worker", cfg.get("threads_per_worker") or 1))
+    n = _positive_int("n_workers", n_workers if n_workers is not None else
+                      (cfg.get("n_workers") or max(1, (os.cpu_count() or 2))))
+    threads = _positive_int("threads_per_worker",
+                            kwargs.pop("threads_per_worker", cfg.get("threads_per_worker") or 1))
     kwargs.setdefault("dashboard_address", ":0")
     return LocalCluster(n_workers=n, threads_per_worker=threads, processes=True, **kwargs)
 

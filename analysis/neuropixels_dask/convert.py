@@ -267,7 +267,8 @@ def run_tasks(calls: Sequence[tuple[Callable, tuple]], *, client=None, progress:
             order = {f.key: i for i, f in enumerate(futures)}
             results: list = [None] * len(futures)
             try:
-                for fut in as_completed(futures):
+                # loop=: the given client need not be the default one
+                for fut in as_completed(futures, loop=client.loop):
                     results[order[fut.key]] = fut.result()
                     bar.update(1)
             except BaseException:

@@ -24,6 +24,11 @@ class EndpointUnreachableError(NeuropixelsDaskError, ConnectionError):
     """The object store could not be reached at all."""
 
 
+class StoreUnavailableError(NeuropixelsDaskError, OSError):
+    """The object store kept failing transiently (503 SlowDown, 500, bodies cut short) after
+    every retry."""
+
+
 class UnknownSessionError(NeuropixelsDaskError, KeyError):
     """A session id that the cache does not list."""
 

@@ -22,7 +22,11 @@ def sample_range(src: LFPSource, time_range: tuple[float, float] | None) -> tupl
     n = src.shape[0]
     if time_range is None:
         return 0, n
-    start, stop = (float(t) for t in time_range)
+    try:
+        start, stop = (float(t) for t in time_range)
+    except (TypeError, ValueError):
+        raise InvalidSelectionError(f"time_range={time_range!r} must be two numbers (start, stop) "
+                                    "in seconds, e.g. time_range=(100.0, 101.0).") from None
     if not np.isfinite(start) or not np.isfinite(stop) or stop <= start:
         raise InvalidSelectionError(f"time_range={time_range!r} must be (start, stop) with "
                                     "start < stop, in seconds.")
@@ -39,7 +43,15 @@ def column_indices(src: LFPSource, channel_ids) -> np.ndarray:
     if channel_ids is None:
         return np.arange(src.shape[1])
     lookup = {cid: j for j, cid in enumerate(src.channel_ids)}
-    ids = np.atleast_1d(np.asarray(channel_ids)).astype(np.int64)
+    try:
+        raw = np.atleast_1d(np.asarray(channel_ids))
+        ids = raw.astype(np.int64)
+    except (TypeError, ValueError):
+        raise InvalidSelectionError(f"channel_ids={channel_ids!r} must be integer channel ids "
+                                    "(see lfp.channel or session.channels).") from None
+    if raw.ndim != 1 or (raw.dtype.kind == "f" and not np.array_equal(raw, ids)):
+        raise InvalidSelectionError(f"channel_ids={channel_ids!r} must be a flat list of integer "
+                                    "channel ids (see lfp.channel or session.channels).")
     missing = [int(c) for c in ids if int(c) not in lookup]
     if missing:
         raise InvalidSelectionError(
@@ -57,6 +69,8 @@ def block_bounds(i0: int, i1: int, chunk: int) -> list[tuple[int, int]]:
 
 def lfp_dask_array(src: LFPSource, i0: int, i1: int, cols: np.ndarray) -> da.Array:
     bounds = block_bounds(i0, i1, src.chunks[0])
+    if not bounds:  # a window between two samples: dask refuses an empty chunks tuple
+        return da.empty((0, len(cols)), dtype=np.dtype(src.dtype), chunks=(0, len(cols)))
     name = "lfp-" + tokenize(src.url, src.data_path, i0, i1, cols)
     dsk = {(name, k, 0): (read_lfp_block, src, a, b, cols) for k, (a, b) in enumerate(bounds)}
     chunks = (tuple(b - a for a, b in bounds), (len(cols),))

@@ -18,7 +18,7 @@ import xarray as xr
 from dask.base import tokenize
 
 from . import lfp as lfp_mod
-from .catalog import apply_unit_filters
+from .catalog import apply_unit_filters, as_id
 from .errors import (
     InvalidSelectionError,
     UnknownProbeError,
@@ -228,10 +228,22 @@ class EcephysSession:
         return self.reader.invalid_times()
 
     # ---- LFP --------------------------------------------------------------------------------
+    def _probe_id(self, probe_id: Any) -> int:
+        """``probe_id`` as an int, refusing names and non-integral numbers with the ids to use."""
+        names = dict(zip(self.probes["description"], self.probes.index, strict=True))
+        if isinstance(probe_id, str) and probe_id in names:
+            raise UnknownProbeError(
+                f"{probe_id!r} is a probe name; pass its id instead: {names[probe_id]} "
+                f"(session.probes lists ids and names: {names}).")
+        try:
+            return as_id(probe_id, "Probe id", UnknownProbeError)
+        except UnknownProbeError as exc:
+            raise UnknownProbeError(f"{exc} This session's probes are {names}.") from None
+
     def _probe_row(self, probe_id: int) -> pd.Series:
         try:
-            return self.probes.loc[int(probe_id)]
-        except (KeyError, ValueError, TypeError):
+            return self.probes.loc[self._probe_id(probe_id)]
+        except KeyError:
             raise UnknownProbeError(
                 f"Probe {probe_id!r} is not part of session {self.ecephys_session_id}; its "
                 f"probes are {list(self.probes.index)} "
@@ -250,8 +262,9 @@ class EcephysSession:
         The time coordinate comes from the first/last timestamps (the files' timestamps are
         evenly spaced); ``exact_timestamps=True`` reads the stored timestamps for the selection.
         """
-        src = self.lfp_source(int(probe_id))
-        return lfp_mod.lfp_dataarray(src, self.channels, probe_id=int(probe_id),
+        probe_id = self._probe_id(probe_id)
+        src = self.lfp_source(probe_id)
+        return lfp_mod.lfp_dataarray(src, self.channels, probe_id=probe_id,
                                      session_id=self.ecephys_session_id, time_range=time_range,
                                      channel_ids=channel_ids, exact_timestamps=exact_timestamps)
 
@@ -288,10 +301,15 @@ class EcephysSession:
                                       time_domain_callback=None) -> xr.DataArray:
         """Spike counts (presentation, time bin, unit), AllenSDK dims/dtype; lazy, chunked by
         groups of units (each task reads its units' spikes in one batch of ranged reads)."""
-        bin_edges = np.asarray(bin_edges, dtype=np.float64)
-        if bin_edges.ndim != 1 or bin_edges.size < 2 or np.any(np.diff(bin_edges) <= 0):
-            raise InvalidSelectionError("bin_edges must be a 1-D, strictly increasing array "
-                                        "of at least two times (s, relative to onset).")
+        try:
+            bin_edges = np.asarray(bin_edges, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InvalidSelectionError(f"bin_edges={bin_edges!r} are not numbers: they must be "
+                                        "a 1-D, strictly increasing array of times.") from None
+        if bin_edges.ndim != 1 or bin_edges.size < 2 or not np.all(np.isfinite(bin_edges)) \
+                or np.any(np.diff(bin_edges) <= 0):
+            raise InvalidSelectionError("bin_edges must be a 1-D, finite, strictly increasing "
+                                        "array of at least two times (s, relative to onset).")
         pres = self._presentations(stimulus_presentation_ids)
         units = self._units(unit_ids)
         if binarize and np.amax(np.diff(bin_edges)) > large_bin_size_threshold:
@@ -309,9 +327,10 @@ class EcephysSession:
         dsk = {(name, 0, 0, g): (_count_task, src, self._ranges(grp), domain, binarize,
                                  out_dtype)
                for g, grp in enumerate(groups)}
-        arr = da.Array(dsk, name, chunks=((n_p,), (n_b,), tuple(len(g) for g in groups)),
-                       dtype=out_dtype)
-        if not groups:
+        if groups:
+            arr = da.Array(dsk, name, chunks=((n_p,), (n_b,), tuple(len(g) for g in groups)),
+                           dtype=out_dtype)
+        else:  # no unit selected: dask refuses an empty chunks tuple
             arr = da.zeros((n_p, n_b, 0), dtype=out_dtype)
         return xr.DataArray(
             arr, name="spike_counts",

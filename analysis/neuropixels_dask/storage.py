@@ -9,7 +9,11 @@ Why this module exists (see ``remote`` in ``neuropixels_dask.yaml`` for the knob
   concurrently, instead of one sequential h5py read per chunk: a task that needs 95 compressed
   chunks costs one round trip, not 95.
 * Object stores fail transiently (500, 503 SlowDown, resets). botocore retries with adaptive
-  backoff (``retries``); errors that survive the retries become clear exceptions (``errors.py``).
+  backoff (``retries``), s3fs retries bodies cut short; errors that survive the retries become
+  clear exceptions (``errors.py``). Every retry is counted and logged at INFO on this module's
+  logger (``retry_counts()``, :class:`RetryLog`), so retries are visible, not silent.
+* An endpoint that cannot be reached at all fails at first contact, in about a second
+  (``check_reachable``), instead of after minutes of botocore's retries with backoff.
 * Dask tasks carry a URL + storage options, never an open handle; each worker process keeps an LRU
   of open files (``open_files_per_worker``) so consecutive tasks on the same file reuse it.
 """
@@ -22,7 +26,11 @@ import contextlib
 import copy
 import logging
 import os
+import socket
+import sys
 import threading
+import time
+import urllib.parse
 from typing import Any
 
 import fsspec
@@ -34,6 +42,7 @@ from .errors import (
     CacheNotFoundError,
     EndpointUnreachableError,
     NeuropixelsDaskError,
+    StoreUnavailableError,
 )
 
 log = logging.getLogger(__name__)
@@ -91,6 +100,10 @@ class HDF5BlockCache(BaseCache):
 register_cache(HDF5BlockCache, clobber=True)
 
 
+#: s3fs options that carry credentials
+_CREDENTIAL_OPTIONS = ("key", "secret", "token", "profile")
+
+
 def storage_options_for(url: str, storage_options: dict | None = None) -> dict[str, Any]:
     """Config defaults for ``url`` overlaid with the caller's options (caller wins)."""
     # deep copies: botocore rewrites nested dicts (config_kwargs["retries"]) in place, which would
@@ -98,6 +111,10 @@ def storage_options_for(url: str, storage_options: dict | None = None) -> dict[s
     opts = copy.deepcopy(config.storage_options_from_config(url))
     if storage_options:
         user = copy.deepcopy(dict(storage_options))
+        if "anon" not in user and any(user.get(k) for k in _CREDENTIAL_OPTIONS):
+            # credentials given: sign with them (the config's anon=True is for the public bucket;
+            # s3fs would otherwise ignore them without a word)
+            user["anon"] = False
         if "client_kwargs" in user and "client_kwargs" in opts:
             user["client_kwargs"] = {**opts["client_kwargs"], **user["client_kwargs"]}
         opts.update(user)
@@ -115,11 +132,87 @@ def storage_options_for(url: str, storage_options: dict | None = None) -> dict[s
 def filesystem(url: str, storage_options: dict | None = None) -> tuple[fsspec.AbstractFileSystem,
                                                                       str]:
     """``(fs, path)`` for ``url`` with our defaults; fsspec caches the filesystem instance."""
-    return fsspec.core.url_to_fs(url, **storage_options_for(url, storage_options))
+    opts = storage_options_for(url, storage_options)
+    if str(url).startswith(("s3://", "s3a://")):
+        check_reachable(url, opts)
+    return fsspec.core.url_to_fs(url, **opts)
+
+
+# ---- fast failure for an endpoint that cannot be reached -----------------------------------
+#: (host, port) of object-store endpoints this process has connected to once
+_reachable: set[tuple[str, int]] = set()
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                    "all_proxy")
+
+
+def _endpoint_of(opts: dict) -> str:
+    """The endpoint botocore will use for these s3fs options (an explicit one, else AWS's)."""
+    ck = opts.get("client_kwargs") or {}
+    explicit = ck.get("endpoint_url") or opts.get("endpoint_url") or \
+        os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if explicit:
+        return str(explicit)
+    region = ck.get("region_name") or os.environ.get("AWS_REGION") or \
+        os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return f"https://s3.{region}.amazonaws.com"
+
+
+def check_reachable(url: str, opts: dict) -> None:
+    """Raise ``EndpointUnreachableError`` at once if the S3 endpoint refuses connections or its
+    name does not resolve.
+
+    botocore retries connection errors like any transient error (``retries`` attempts, backoff
+    up to 20 s each), so a mistyped endpoint or a missing network would otherwise surface only
+    after a minute or more. The first contact of a process with an endpoint is therefore a plain
+    TCP connect (three tries within about a second); once it has succeeded, later connection
+    errors are transient ones and botocore's retries handle them as before. Skipped when an
+    HTTP(S) proxy is configured (the endpoint is then reached through the proxy).
+    """
+    ck = opts.get("config_kwargs") or {}
+    if ck.get("proxies") or any(os.environ.get(v) for v in _PROXY_VARIABLES):
+        return
+    endpoint = _endpoint_of(opts)
+    parts = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+    host = parts.hostname
+    if not host:
+        return
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return  # botocore reports a malformed endpoint itself
+    if (host, port) in _reachable:
+        return
+    timeout = min(5.0, float(ck.get("connect_timeout") or 5.0))
+    last: OSError | None = None
+    for pause in (0.0, 0.25, 0.75):
+        time.sleep(pause)
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                pass
+        except TimeoutError as exc:  # waited long enough already
+            last = exc
+            break
+        except OSError as exc:  # refused, unresolvable, unreachable network
+            last = exc
+            continue
+        _reachable.add((host, port))
+        return
+    raise EndpointUnreachableError(
+        f"Could not reach the object store at {endpoint} for {url} "
+        f"({type(last).__name__}: {last}). Check the endpoint "
+        "(NEUROPIXELS_DASK__S3__ENDPOINT_URL or client_kwargs={'endpoint_url': ...}) and your "
+        "network.")
 
 
 def join(url: str, *parts: str) -> str:
     return "/".join([url.rstrip("/"), *[p.strip("/") for p in parts]])
+
+
+#: what a transient failure looks like once botocore and s3fs have given up retrying it
+_TRANSIENT_SIGNS = ("slowdown", "reduce your request rate", "internalerror",
+                    "serviceunavailable", "internal error", "payload is not completed",
+                    "clientpayloaderror", "incompleteread", "responsestreamingerror",
+                    "connectionreseterror", "connection reset", "serverdisconnectederror")
 
 
 def translate_error(exc: BaseException, url: str) -> BaseException:
@@ -141,6 +234,10 @@ def translate_error(exc: BaseException, url: str) -> BaseException:
     if isinstance(exc, FileNotFoundError) or "nosuchkey" in low or "not found" in low:
         return CacheNotFoundError(f"Nothing found at {url}. Check the cache URL and that the "
                                   "cache holds this file.")
+    if any(sign in low for sign in _TRANSIENT_SIGNS):
+        return StoreUnavailableError(
+            f"The object store kept failing for {url} after every retry ({text}). It is "
+            "overloaded or unstable: try again later, or with fewer Dask workers.")
     if isinstance(exc, ConnectionError | TimeoutError) or "could not connect" in low or \
             "connect timeout" in low or "endpointconnectionerror" in low or \
             "cannot connect" in low or "connection refused" in low:
@@ -168,16 +265,29 @@ def fetch_ranges(url: str, storage_options: dict | None, starts: list[int],
     """Fetch many byte ranges of one file concurrently (one batch of ranged GETs on S3)."""
     fs, path = filesystem(url, storage_options)
     try:
-        return fs.cat_ranges([path] * len(starts), starts, stops)
+        # on_error="raise": fsspec's default ("return") puts a failed range's exception in the
+        # list where the bytes should be
+        return fs.cat_ranges([path] * len(starts), starts, stops, on_error="raise")
     except Exception as exc:  # noqa: BLE001
         raise translate_error(exc, url) from exc
 
 
 class _HandleCache:
-    """Per-process LRU of open ``h5py.File`` objects keyed by URL + options."""
+    """Per-process LRU of open ``h5py.File`` objects keyed by URL + options.
+
+    A handle pushed out of the LRU is closed only once nothing else uses it: a session's reader
+    keeps its file, and a task in another thread may be reading one right now. Until then it is
+    *retired* (kept here, so it is still closed at exit) and closed as soon as its last user lets
+    go. Closing it at once would break them with "no such group" errors on a closed file.
+    """
+
+    #: references to a handle while it is examined here: the list or local that holds it, the
+    #: loop variable or parameter, and getrefcount's own argument
+    _OWN_REFS = 3
 
     def __init__(self) -> None:
         self._files: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
+        self._retired: list[Any] = []
         self._lock = threading.RLock()
         self._pid = os.getpid()
         #: handles inherited through fork(): never used or closed in the child (HDF5's state is
@@ -187,7 +297,9 @@ class _HandleCache:
     def _check_fork(self) -> None:
         if self._pid != os.getpid():
             self._inherited.extend(self._files.values())
+            self._inherited.extend(self._retired)
             self._files = collections.OrderedDict()
+            self._retired = []
             self._lock = threading.RLock()
             self._pid = os.getpid()
 
@@ -201,19 +313,36 @@ class _HandleCache:
             self._files[key] = obj
             cap = int((config.get("remote") or {}).get("open_files_per_worker", 32))
             while len(self._files) > cap:
-                _, old = self._files.popitem(last=False)
-                _close(old)
+                self._retired.append(self._files.popitem(last=False)[1])
+            self._close_unused()
             return obj
 
+    def _close_unused(self) -> None:
+        in_use = []
+        for old in self._retired:
+            if sys.getrefcount(old) > self._OWN_REFS:
+                in_use.append(old)
+            else:
+                _close(old)
+        self._retired = in_use
+
     def clear(self) -> None:
+        """Close every handle (also those still in use: at exit, or to start afresh)."""
         self._check_fork()
         with self._lock:
             while self._files:
                 _, old = self._files.popitem(last=False)
                 _close(old)
+            while self._retired:
+                _close(self._retired.pop())
 
     def __len__(self) -> int:
         return len(self._files)
+
+    @property
+    def retired(self) -> int:
+        """Handles pushed out of the LRU but still used somewhere (closed when released)."""
+        return len(self._retired)
 
 
 def _close(obj: Any) -> None:
@@ -233,3 +362,87 @@ def options_key(storage_options: dict | None) -> str:
     import json
 
     return json.dumps(storage_options or {}, sort_keys=True, default=str)
+
+
+# ---- retries made visible ------------------------------------------------------------------
+#: loggers on which botocore (standard/adaptive and legacy modes) and s3fs announce a retry
+RETRY_LOGGERS = ("botocore.retries.standard", "botocore.retryhandler", "s3fs")
+#: a level below DEBUG that marks "set by this module, not by the user" (see RetryLog.filter)
+_OUR_LEVEL = logging.DEBUG - 1
+#: s3fs retries a ClientError only when its text matches one of these (s3fs/core.py)
+_S3FS_RETRIED_CLIENT_ERRORS = ("SlowDown", "reduce your request rate",
+                               "XAmzContentSHA256Mismatch")
+
+
+class RetryLog(logging.Filter):
+    """Count every retry botocore and s3fs make in this process and report it on this module's
+    logger at INFO: ``retrying an S3 request (retry N in this process, botocore, after 0.83 s)``.
+
+    botocore and s3fs only announce retries at DEBUG, among every other request they log, so by
+    default a run that survived a hundred 503s looks like one that saw none. This filter sits on
+    their retry loggers (listed in ``RETRY_LOGGERS``). To see their DEBUG records, a logger
+    nobody configured is set to a level just below DEBUG; records the user's configuration
+    would not have shown are then dropped here, so their output is unchanged.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._counts: collections.Counter[str] = collections.Counter()
+
+    def _retry_kind(self, record: logging.LogRecord) -> tuple[str, str] | None:
+        msg = record.getMessage()
+        if record.name.startswith("botocore"):
+            if msg.startswith("Retry needed, retrying request after delay of"):
+                return "botocore", f"after {float(msg.rsplit(' ', 1)[1]):.2f} s"
+            if msg.startswith("Retry needed, action of"):
+                return "botocore", msg.rsplit(" ", 1)[1]
+            return None
+        if msg.startswith("Retryable error"):
+            return "s3fs", msg.split(": ", 1)[-1][:200]
+        if msg.startswith("Client error (maybe retryable)") and any(
+                sign in msg for sign in _S3FS_RETRIED_CLIENT_ERRORS):
+            return "s3fs", msg.split(": ", 1)[-1][:200]
+        return None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = self._retry_kind(record)
+        if kind is not None:
+            with self._lock:
+                self._counts[kind[0]] += 1
+                n = sum(self._counts.values())
+            log.info("retrying an S3 request (retry %d in this process, %s, %s)", n, *kind)
+        logger = logging.getLogger(record.name)
+        if logger.level == _OUR_LEVEL and logger.parent is not None:
+            return record.levelno >= logger.parent.getEffectiveLevel()
+        return True
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return {"total": sum(self._counts.values()), **self._counts}
+
+    def reset(self) -> None:
+        with self._lock:
+            self._counts.clear()
+
+
+retry_log = RetryLog()
+
+
+def install_retry_log() -> None:
+    """Attach :data:`retry_log` to botocore's and s3fs' retry loggers (done at import)."""
+    for name in RETRY_LOGGERS:
+        logger = logging.getLogger(name)
+        if retry_log not in logger.filters:
+            logger.addFilter(retry_log)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(_OUR_LEVEL)
+
+
+def retry_counts() -> dict[str, int]:
+    """Retries made in this process so far: ``{"total": n, "botocore": b, "s3fs": s}``
+    (on a cluster: ``client.run(storage.retry_counts)``)."""
+    return retry_log.counts()
+
+
+install_retry_log()

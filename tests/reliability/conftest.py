@@ -1,0 +1,96 @@
+"""Fixtures of the reliability suite (issue 9): one S3 server with a fault-injecting proxy in
+front of the tiny cache, fault settings that always switch back off, and the chart fixtures.
+
+The server serves ``tiny_cache_dir`` in place (``mounts=``: nothing is copied, the files are only
+read) behind the proxy of :mod:`neuropixels_dask.s3proxy`, which injects 503/500 answers,
+connection resets mid-body, truncated bodies and latency at the rates a test asks for.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+
+import neuropixels_dask as npd
+from neuropixels_dask import storage
+
+BUCKET = "npd-reliability"
+PREFIX = "ecephys-cache"
+NO_FAULTS = {"latency": 0.0, "error_rate": 0.0, "reset_rate": 0.0, "truncate_rate": 0.0,
+             "fault_methods": [], "deny_access_keys": [], "seed": 0}
+RETRY_MESSAGE = "retrying an S3 request"
+
+
+@pytest.fixture(scope="session")
+def rel_server(tiny_cache_dir):
+    """The tiny cache on a local S3 server, behind the fault-injecting proxy (own process)."""
+    from neuropixels_dask.s3server import LocalS3Server
+
+    with LocalS3Server(bucket=BUCKET, proxy=True, proxy_mode="process",
+                       mounts={PREFIX: tiny_cache_dir}) as server:
+        yield server
+
+
+@pytest.fixture
+def faults(rel_server):
+    """``faults(**FaultConfig fields)`` turns injection on; it is off again after the test,
+    whatever happened. Counters start at zero."""
+
+    def inject(**changes):
+        return rel_server.configure(**{**NO_FAULTS, **changes})
+
+    rel_server.configure(**NO_FAULTS)
+    rel_server.reset_stats()
+    yield inject
+    rel_server.configure(**NO_FAULTS)
+
+
+@pytest.fixture(scope="session")
+def s3(rel_server) -> tuple[str, dict]:
+    """``(cache url, storage options)`` through the proxy."""
+    return rel_server.url(PREFIX), rel_server.storage_options()
+
+
+@pytest.fixture(scope="session")
+def ids(tiny_cache_dir) -> tuple[int, int]:
+    """``(session id, probe id)``: the first session and its first probe with LFP."""
+    cache = npd.open_cache(tiny_cache_dir)
+    sid = int(cache.get_session_table().index[0])
+    probes = cache.get_session_data(sid).probes
+    return sid, int(probes.index[probes["has_lfp_data"].astype(bool)][0])
+
+
+def fresh_cache(url: str, so: dict):
+    """A cache whose files are opened anew (no handle from an earlier test is reused)."""
+    storage.handles.clear()
+    return npd.open_cache(url, **so)
+
+
+def retry_records(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records
+            if r.name == "neuropixels_dask.storage" and r.getMessage().startswith(RETRY_MESSAGE)]
+
+
+# ---- the chart's fixtures (helm, rendered objects, real hub and gateway config) -------------
+def _load_chart_conftest():
+    path = Path(__file__).resolve().parents[1] / "chart" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("_npd_reliability_chart_kit", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_chart = _load_chart_conftest()
+helm_bin = _chart.helm_bin
+chart_dir = _chart.chart_dir
+helm = _chart.helm
+render = _chart.render
+no_kube_api = _chart.no_kube_api
+hub_for = _chart.hub_for
+gateway_for = _chart.gateway_for
+kit = _chart.kit
