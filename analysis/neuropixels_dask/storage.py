@@ -288,6 +288,9 @@ class _HandleCache:
     def __init__(self) -> None:
         self._files: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
         self._retired: list[Any] = []
+        #: callables run by clear(): readers register the per-process state they keep about
+        #: files here, so that "start afresh" forgets it too
+        self.on_clear: list[Any] = []
         self._lock = threading.RLock()
         self._pid = os.getpid()
         #: handles inherited through fork(): never used or closed in the child (HDF5's state is
@@ -335,6 +338,8 @@ class _HandleCache:
                 _close(old)
             while self._retired:
                 _close(self._retired.pop())
+        for forget in self.on_clear:  # what readers derived from the files (chunk indexes)
+            forget()
 
     def __len__(self) -> int:
         return len(self._files)

@@ -10,7 +10,12 @@ transfers at the compressed size of the touched chunks and lets threads overlap 
 
 from __future__ import annotations
 
+import collections
+import os
+import struct
+import threading
 import zlib
+from typing import Any
 
 import h5py
 import numpy as np
@@ -18,6 +23,7 @@ import pandas as pd
 
 from .. import storage
 from ..errors import CacheNotFoundError, InvalidFileError, NoLFPError
+from . import chunkindex
 from .base import LFPSource, SessionReader, SpikeSource
 
 H5Z_DEFLATE, H5Z_SHUFFLE, H5Z_FLETCHER32 = 1, 2, 3
@@ -246,19 +252,20 @@ def read_lfp_block(src: LFPSource, i0: int, i1: int, cols: np.ndarray) -> np.nda
         return out
     rows = range(i0 // ct, (i1 - 1) // ct + 1)
     ccols = np.unique(cols // cc)
+    infos = _chunk_infos(src, ds, [(r * ct, int(c) * cc) for r in rows for c in ccols])
     keys, starts, stops, masks = [], [], [], []
     for r in rows:
         for c in ccols:
-            info = ds.id.get_chunk_info_by_coord((r * ct, int(c) * cc))
+            info = infos[(r * ct, int(c) * cc)]
             keys.append((r, int(c)))
-            if info.byte_offset is None:
+            if info is None:
                 starts.append(None)
                 stops.append(None)
                 masks.append(0)
             else:
-                starts.append(int(info.byte_offset))
-                stops.append(int(info.byte_offset + info.size))
-                masks.append(int(info.filter_mask))
+                starts.append(info.offset)
+                stops.append(info.offset + info.size)
+                masks.append(info.filter_mask)
     fetch = [k for k, s in enumerate(starts) if s is not None]
     blobs = storage.fetch_ranges(src.url, src.storage_options, [starts[k] for k in fetch],
                                  [stops[k] for k in fetch]) if fetch else []
@@ -272,6 +279,66 @@ def read_lfp_block(src: LFPSource, i0: int, i1: int, cols: np.ndarray) -> np.nda
         for j, col in enumerate(cols):
             ch = chunks.get((r, int(col) // cc))
             out[a - i0:b - i0, j] = 0 if ch is None else ch[a - r * ct:b - r * ct, col % cc]
+    return out
+
+
+class _Indexes:
+    """Per-process chunk indexes of LFP datasets (``chunkindex.ChunkIndex`` or ``None`` where
+    only h5py can read it), so that a file's B-tree nodes are fetched once per worker."""
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._lock = threading.Lock()
+        self._items: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
+
+    def get(self, key: tuple, make) -> Any:
+        if self._pid != os.getpid():  # forked: start afresh (the lock may be held elsewhere)
+            self._pid, self._lock, self._items = os.getpid(), threading.Lock(), \
+                collections.OrderedDict()
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = make()
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > 64:
+                self._items.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def forget(self, key: tuple) -> None:
+        with self._lock:
+            self._items[key] = None
+
+
+_indexes = _Indexes()
+storage.handles.on_clear.append(_indexes.clear)
+
+
+def _chunk_infos(src: LFPSource, ds: h5py.Dataset, coords: list[tuple[int, int]]
+                 ) -> dict[tuple[int, int], chunkindex.ChunkInfo | None]:
+    """Where the chunks at ``coords`` are stored: from the B-tree read level by level in
+    concurrent batches (``chunkindex``), else from h5py one chunk at a time."""
+    key = (src.url, storage.options_key(src.storage_options), src.data_path)
+
+    def fetch(starts: list[int], stops: list[int]) -> list[bytes]:
+        return storage.fetch_ranges(src.url, src.storage_options, starts, stops)
+
+    index = _indexes.get(key, lambda: chunkindex.chunk_index(ds, fetch))
+    if index is not None:
+        try:
+            return index.lookup(coords)
+        except (chunkindex.FormatNotHandled, struct.error, IndexError, ValueError):
+            _indexes.forget(key)
+    out: dict[tuple[int, int], chunkindex.ChunkInfo | None] = {}
+    for coord in coords:
+        info = ds.id.get_chunk_info_by_coord(coord)
+        out[coord] = None if info.byte_offset is None else chunkindex.ChunkInfo(
+            int(info.byte_offset), int(info.size), int(info.filter_mask))
     return out
 
 

@@ -1,0 +1,150 @@
+"""The chunk-index reader (readers/chunkindex.py) against h5py's own lookup: every chunk of real
+files (the synthetic LFP, files with v1 and v2 object headers, header continuations, unwritten
+chunks, a multi-level tree), the fallback where it does not apply, and the request count that is
+its reason to exist."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from neuropixels_dask import storage
+from neuropixels_dask.readers import chunkindex
+
+
+def _fetcher(path: str, calls: list[int]):
+    def fetch(starts: list[int], stops: list[int]) -> list[bytes]:
+        calls.append(len(starts))
+        return storage.fetch_ranges(path, None, starts, stops)
+
+    return fetch
+
+
+def _all_coords(ds: h5py.Dataset) -> list[tuple[int, ...]]:
+    grid = [range(0, n, c) for n, c in zip(ds.shape, ds.chunks, strict=True)]
+    return [tuple(int(v) for v in c) for c in np.stack(np.meshgrid(*grid, indexing="ij"),
+                                                       -1).reshape(-1, ds.ndim)]
+
+
+def _assert_same_as_h5py(ds: h5py.Dataset, found: dict) -> int:
+    written = 0
+    for coord, got in found.items():
+        want = ds.id.get_chunk_info_by_coord(coord)
+        if want.byte_offset is None:
+            assert got is None, coord
+            continue
+        written += 1
+        assert (got.offset, got.size, got.filter_mask) == (
+            want.byte_offset, want.size, want.filter_mask), coord
+    return written
+
+
+def test_every_chunk_of_the_synthetic_lfp(tiny_cache_dir):
+    path = sorted(glob.glob(os.path.join(tiny_cache_dir, "session_*", "probe_*_lfp.nwb")))[0]
+    with h5py.File(path, "r") as f:
+        (name,) = [n for n in f["acquisition"]]
+        ds = f[f"acquisition/{name}/{name}_data/data"]
+        calls: list[int] = []
+        index = chunkindex.chunk_index(ds, _fetcher(path, calls))
+        assert index is not None
+        found = index.lookup(_all_coords(ds))
+        assert _assert_same_as_h5py(ds, found) == ds.id.get_num_chunks()
+
+
+@pytest.mark.parametrize("libver", ["earliest", "v108"])
+def test_multi_level_tree_unwritten_chunks_and_continued_headers(tmp_path, libver):
+    """Thousands of chunks (a tree of several levels) and chunks never written."""
+    path = str(tmp_path / f"{libver}.h5")
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w", libver=(libver, "v108")) as f:
+        ds = f.create_dataset("d", shape=(4_000, 70), chunks=(10, 1), dtype="f4")
+        ds[:3_000, ::2] = rng.standard_normal((3_000, 35)).astype("f4")
+    with h5py.File(path, "r") as f:
+        ds = f["d"]
+        calls: list[int] = []
+        index = chunkindex.chunk_index(ds, _fetcher(path, calls))
+        assert index is not None, "a layout-v3 dataset must be readable"
+        found = index.lookup(_all_coords(ds))
+        assert _assert_same_as_h5py(ds, found) == ds.id.get_num_chunks() > 10_000
+        # one window: one batch per tree level, however many chunks it spans
+        depth_before = len(calls)
+        fresh = chunkindex.ChunkIndex(index.root, 2, _fetcher(path, calls))
+        fresh.lookup([(1_230, c) for c in range(70)])
+        assert len(calls) - depth_before <= 4
+
+
+@pytest.mark.parametrize("libver,n_attrs,size", [("earliest", 40, 200), ("v108", 8, 2000)])
+def test_object_headers_with_continuation_blocks(tmp_path, libver, n_attrs, size):
+    """Attributes added after the data push the header into continuation blocks (v1 headers
+    and v2 "OHDR"/"OCHK"): every message is still found, the layout among them."""
+    path = str(tmp_path / "attrs.h5")
+    with h5py.File(path, "w", libver=(libver, "v108")) as f:
+        ds = f.create_dataset("d", shape=(100, 4), chunks=(10, 1), dtype="f4")
+        ds[:] = 1
+        for i in range(n_attrs):
+            ds.attrs[f"note_{i}"] = "x" * size
+    with h5py.File(path, "r") as f:
+        addr = h5py.h5o.get_info(f["d"].id).addr
+    calls: list[int] = []
+    fetch = _fetcher(path, calls)
+    (head,) = fetch([addr], [addr + chunkindex.HEADER_FETCH])
+    types = [t for t, _ in chunkindex._messages(head, addr, fetch)]
+    assert len(calls) >= 2, calls  # the header, then at least one continuation block
+    assert types.count(0x0C) == n_attrs and types.count(0x08) == 1, types
+
+
+def test_layouts_it_does_not_read_fall_back_to_h5py(tmp_path, tiny_cache_dir):
+    """A v4 layout (libver latest: another chunk index) gives None; the reader then asks h5py
+    and the values are the same."""
+    path = str(tmp_path / "latest.h5")
+    with h5py.File(path, "w", libver="latest") as f:
+        f.create_dataset("d", data=np.arange(20_000, dtype="f4").reshape(-1, 4),
+                         chunks=(100, 1), compression="gzip", maxshape=(None, 4))
+        f.create_dataset("contiguous", data=np.arange(10))
+    with h5py.File(path, "r") as f:
+        assert chunkindex.chunk_index(f["d"], _fetcher(path, [])) is None
+        assert chunkindex.chunk_index(f["contiguous"], _fetcher(path, [])) is None
+
+
+def test_a_cold_window_costs_a_few_metadata_requests(s3_server, s3_cache, tiny_cache_dir):
+    """Through the counting proxy: a 1 s all-channel window of a file never read before costs
+    its data chunks plus a handful of index requests (header, one batch per tree level), not
+    one per B-tree node; and exactly the touched chunks' bytes once the index is known."""
+    import dask
+
+    import neuropixels_dask as npd
+    from neuropixels_dask.readers import nwb
+
+    url, so = s3_cache
+    cache = npd.open_cache(url, **so)
+    sid = int(cache.get_session_table().index[0])
+    session = cache.get_session_data(sid)
+    pid = int(session.probes.index[0])
+    lfp = session.get_lfp(pid)
+    t0 = float(lfp.time[46989 + 100])
+    window = lfp.sel(time=slice(t0, t0 + 1.0))
+    path = os.path.join(tiny_cache_dir, f"session_{sid}", f"probe_{pid}_lfp.nwb")
+    with h5py.File(path) as f:
+        ds = f[f"acquisition/probe_{pid}_lfp/probe_{pid}_lfp_data/data"]
+        touched = sum(ds.id.get_chunk_info_by_coord((ds.chunks[0], c)).size
+                      for c in range(ds.shape[1]))
+    with dask.config.set(scheduler="sync"):
+        storage.handles.clear()  # forgets the chunk indexes too
+        window.values  # noqa: B018 - opens the file again, cold index
+        storage.handles.clear()
+        assert len(nwb._indexes._items) == 0
+        s3_server.reset_stats()
+        cold = window.values
+        first = s3_server.stats()
+        s3_server.reset_stats()
+        warm = window.values
+        second = s3_server.stats()
+    assert np.array_equal(cold, warm)
+    n = lfp.sizes["channel"]
+    # h5py's own lookup walked one node per request here (dozens on long recordings)
+    assert first.get_requests <= n + 12, first
+    assert second.get_requests == n and second.bytes == touched, (second, touched)
