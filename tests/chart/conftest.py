@@ -11,7 +11,6 @@ renders exactly our own templates with our values.yaml, subchart keys included. 
 from __future__ import annotations
 
 import asyncio
-import copy
 import functools
 import json
 import os
@@ -24,6 +23,8 @@ from typing import Any
 import pytest
 import yaml
 from traitlets.config import Config
+
+from neuropixels_dask.hublocal import merge_values  # Helm's rule for -f files, one copy
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "neuropixels-hub"
@@ -128,15 +129,6 @@ def render(helm) -> Callable[[str], list[dict]]:
     return functools.cache(lambda name: helm.template(VALUE_SETS[name]))
 
 
-def merge_values(base: dict, override: dict) -> dict:
-    """Helm's rule for -f files: maps merge key by key, anything else is replaced."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(out.get(key), dict) and isinstance(value, dict):
-            out[key] = merge_values(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 @functools.cache
