@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import html
+import logging
 import os
 import time
 import warnings
@@ -96,6 +97,9 @@ def run_demo(out: Path, cache_url: str | None, storage_options: dict | None, pre
             storage_options = server.storage_options()
             print(f"==> local S3 server at {server.endpoint_url} serving {cache_url}")
             truth = load_ground_truth(str(local))
+        if logging.getLogger().getEffectiveLevel() > logging.INFO:  # not --verbose
+            # LocalCluster restores distributed's level on close: keep it quiet then too
+            logging.getLogger("distributed").setLevel(logging.WARNING)
         cluster = stack.enter_context(LocalCluster(n_workers=n_workers, threads_per_worker=2,
                                                    processes=True, dashboard_address=":0"))
         client = stack.enter_context(Client(cluster))
