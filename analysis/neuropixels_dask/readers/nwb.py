@@ -2,8 +2,10 @@
 
 pynwb's object model builds every container in the file on open, which over S3 means hundreds of
 small sequential reads; here only the datasets a method needs are touched. LFP data are not read
-through h5py at all: a task asks h5py for the byte addresses of the storage chunks it needs (metadata,
-cached per worker), fetches them in one concurrent batch and inflates them itself. That keeps
+through h5py at all: a task looks up the byte addresses of the storage chunks it needs in the
+dataset's chunk index (``chunkindex``: read one concurrent batch per B-tree level, cached per
+worker; h5py's own lookup where that does not apply), fetches them in one concurrent batch and
+inflates them itself. That keeps
 transfers at the compressed size of the touched chunks and lets threads overlap their requests
 (h5py serialises all its calls within a process).
 """
