@@ -168,5 +168,7 @@ def test_no_file_handle_or_memory_growth_in_the_client(s3, tiny_cache_dir):
     storage.handles.clear()
     print(f"{n_tasks} tasks in this process")
     assert n_tasks >= 300, n_tasks
-    assert after["fds"] - before["fds"] <= 3, (before, after)
+    # S3's connection pool may still grow under the threads' concurrency (up to botocore's
+    # max_pool_connections, 10); a leak of files or handles would show as hundreds here
+    assert after["fds"] - before["fds"] <= 3 + 10, (before, after)
     assert after["rss"] - before["rss"] < 60 * MB, (before, after)
