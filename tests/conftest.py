@@ -65,3 +65,15 @@ def _no_ambient_gateway(monkeypatch):
     for key in list(os.environ):
         if key.startswith("DASK_GATEWAY__"):
             monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="module")
+def close_handles_after_module():
+    """Close cached HDF5 handles and Zarr caches once a module is done, before module-scoped
+    S3 servers and temporary folders go away (use with ``pytestmark``)."""
+    yield
+    from neuropixels_dask import storage
+    from neuropixels_dask.readers import zarr as zr
+
+    storage.handles.clear()
+    zr.clear_caches()

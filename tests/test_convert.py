@@ -17,18 +17,13 @@ import zarr
 
 import neuropixels_dask as npd
 from neuropixels_dask import convert as cv
-from neuropixels_dask import storage
 from neuropixels_dask.errors import CacheNotFoundError, InvalidFileError
 from neuropixels_dask.readers import zarr as zr
 
 SMALL = cv.Layout(lfp_chunk=1250, lfp_chunks_per_shard=16, spike_chunk=4096)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _close_handles():
-    yield
-    storage.handles.clear()
-    zr.clear_caches()
+pytestmark = pytest.mark.usefixtures("close_handles_after_module")
 
 
 @pytest.fixture(scope="module")
