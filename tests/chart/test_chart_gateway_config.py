@@ -1,10 +1,11 @@
 """The gateway's extraConfig snippet, loaded by a real dask-gateway-server.
 
-The snippet is appended to a config file that starts like the one the dask-gateway chart renders
-(KubeBackend, JupyterHub auth, the backend fields it forwards), and `DaskGateway.initialize` loads
-it exactly as the gateway pod does. Then the real backend turns a user's cluster options into a
-cluster config, and the real controller turns that config into the scheduler and worker pods that
-Kubernetes would receive. The local backend (a hub without Kubernetes) is loaded the same way.
+The dask-gateway chart renders dask_gateway_config.py (KubeBackend, JupyterHub auth, the backend
+fields it forwards, then our extraConfig); `DaskGateway.initialize` loads it with the api pod's
+arguments and environment, exactly as the gateway pod does. Then the real backend turns a user's
+cluster options into a cluster config, and the real controller (initialized from its own rendered
+config) turns that into the scheduler and worker pods that Kubernetes would receive. The local
+backend (a hub without Kubernetes) is loaded the same way, selected by an earlier extraConfig.
 """
 
 from __future__ import annotations
@@ -61,11 +62,15 @@ def test_typo_in_snippet_is_caught(kit, gateway_for):
 def test_cluster_options_limits_and_commands(kit, gateway_for):
     app, settings = gateway_for("defaults")
     spec = {f["field"]: f for f in app.backend.cluster_options.get_specification()}
+    image = "ghcr.io/neuropixels-hub/notebook:0.1.0"
     assert spec == {
         "worker_cores": {"field": "worker_cores", "label": "Worker cores", "default": 1.0,
                          "spec": {"type": "float", "min": 0.5, "max": 4.0}},
         "worker_memory": {"field": "worker_memory", "label": "Worker memory (GiB)",
                           "default": 4.0, "spec": {"type": "float", "min": 1.0, "max": 32.0}},
+        # the notebook's image (the client sends it), from the images the chart allows
+        "image": {"field": "image", "label": "Image", "default": image,
+                  "spec": {"type": "select", "options": [image]}},
     }
     _, config = kit.cluster_config(app, {"worker_cores": 2, "worker_memory": 8.5})
     assert config.worker_cores == 2.0 and config.worker_memory == int(8.5 * GIB)
@@ -85,7 +90,8 @@ def test_cluster_options_limits_and_commands(kit, gateway_for):
     ({"worker_cores": 64}, "worker_cores must be <= 4"),
     ({"worker_memory": 0.25}, "worker_memory must be >= 1"),
     ({"worker_cores": "two"}, "worker_cores must be a float"),
-    ({"image": "evil/image:latest"}, "Unknown fields ['image']"),
+    ({"image": "evil/image:latest"}, "image 'evil/image:latest' is not one of this hub's "
+                                     "images: ghcr.io/neuropixels-hub/notebook:0.1.0"),
     ({"n_workers": 10}, "Unknown fields ['n_workers']"),
 ])
 def test_requests_over_the_ceilings_are_refused_clearly(kit, gateway_for, options, message):
@@ -121,8 +127,13 @@ def test_per_user_cluster_limit(kit, gateway_for, monkeypatch):
     assert started == ["alice", "bob"]
 
 
+#: An operator's extra pod config for workers (the dask-gateway chart's own value).
+WORKER_PRIORITY = {"dask-gateway": {"gateway": {"backend": {"worker": {"extraPodConfig": {
+    "priorityClassName": "from-chart-values"}}}}}}
+
+
 def test_worker_and_scheduler_pods(kit, gateway_for):
-    app, settings = gateway_for("secret-credentials")
+    app, settings = gateway_for("secret-credentials", values=WORKER_PRIORITY)
     pods = kit.dask_pods(app, {"worker_cores": 2, "worker_memory": 8})
     for role, pod in pods.items():
         spec = pod["spec"]
@@ -146,7 +157,9 @@ def test_worker_and_scheduler_pods(kit, gateway_for):
     assert worker["priorityClassName"] == "from-chart-values"  # merged, not replaced
     (container,) = worker["containers"]
     assert container["resources"]["limits"] == {"cpu": "2.000", "memory": str(8 * GIB)}
-    assert container["args"][container["args"].index("--nthreads") + 1] == "1"
+    # dask-gateway's default (the chart leaves gateway.backend.worker.threads unset): one thread
+    # per whole core of the worker
+    assert container["args"][container["args"].index("--nthreads") + 1] == "2"
 
 
 def test_iam_role_pods_share_the_notebook_identity(kit, gateway_for, render):
@@ -195,11 +208,16 @@ def test_dask_network_policy_selects_dask_pods_only(kit, gateway_for, render):
     assert {p["port"] for p in from_traefik["ports"]} == {8786, 8787}
 
 
+#: A gateway without Kubernetes (what `hub local` runs), chosen before our snippet runs.
+LOCAL_BACKEND = {"dask-gateway": {"gateway": {"extraConfig": {"00-local": (
+    'c.DaskGateway.backend_class = "dask_gateway_server.backends.local.UnsafeLocalBackend"\n')}}}}
+
+
 def test_local_backend(kit, gateway_for):
     """The same snippet configures a gateway without Kubernetes (used by the local hub)."""
     from dask_gateway_server.backends.local import LocalClusterConfig, UnsafeLocalBackend
 
-    app, settings = gateway_for("secret-credentials", preamble=kit.LOCAL_PREAMBLE)
+    app, settings = gateway_for("secret-credentials", values=LOCAL_BACKEND)
     assert isinstance(app.backend, UnsafeLocalBackend)
     _, config = kit.cluster_config(app, {"worker_cores": 1.5, "worker_memory": 2})
     assert isinstance(config, LocalClusterConfig)

@@ -1,10 +1,10 @@
-"""The hub's extraConfig snippet, executed against real JupyterHub and KubeSpawner objects.
+"""The hub's extraConfig snippet, run by the jupyterhub chart's own jupyterhub_config.py.
 
-The config `c` is prepared the way the jupyterhub chart's jupyterhub_config.py prepares it before
-running hub.extraConfig (spawner class, common labels, singleuser.extraEnv, hub.services with their
-generated tokens), then our snippet runs, then a real KubeSpawner renders the user pod that
-Kubernetes would receive. Typos in the snippet fail: unknown config keys are reported, and the pod
-is built by KubeSpawner itself.
+The chart is rendered with the real jupyterhub chart; z2jh's rendered jupyterhub_config.py and
+z2jh.py run in the hub pod's files (its ConfigMap and Secret, the Secret's values.yaml) and
+environment, which executes our snippet exactly as the hub pod does (see tests/plugins/chart.py).
+Then a real KubeSpawner renders the user pod that Kubernetes would receive. Typos in the snippet
+fail: unknown config keys are reported, and the pod is built by KubeSpawner itself.
 """
 
 from __future__ import annotations
@@ -30,6 +30,23 @@ def container_env(pod: dict) -> dict[str, dict]:
     return {e["name"]: e for e in container["env"]}
 
 
+def run_hub_snippets(c, values: dict) -> None:
+    """hub.extraConfig entries in key order, each with only `c` in scope: what `hub local` does
+    with a config that no z2jh prepared (the snippet's own guards are tested with it)."""
+    for key, code in sorted(values["jupyterhub"]["hub"]["extraConfig"].items()):
+        exec(compile(code, f"hub.extraConfig.{key}", "exec"), {"c": c})
+
+
+#: Every configurable class that z2jh's jupyterhub_config.py and our snippet configure.
+def hub_classes() -> list[type]:
+    from jupyterhub.app import JupyterHub
+    from jupyterhub.crypto import CryptKeeper
+    from jupyterhub.proxy import ConfigurableHTTPProxy
+    from kubespawner import KubeSpawner
+
+    return [JupyterHub, KubeSpawner, ConfigurableHTTPProxy, CryptKeeper]
+
+
 @pytest.mark.parametrize("value_set", ["defaults", "secret-credentials", "iam-role",
                                        "custom-endpoint", "profiles"])
 def test_snippet_is_valid_hub_config(kit, hub_for, value_set):
@@ -37,7 +54,7 @@ def test_snippet_is_valid_hub_config(kit, hub_for, value_set):
     from kubespawner import KubeSpawner
 
     c, _, settings = hub_for(value_set)
-    assert kit.configurable_keys_problems(c, [JupyterHub, KubeSpawner]) == []
+    assert kit.configurable_keys_problems(c, hub_classes()) == []
     hub = JupyterHub(config=c)
     assert hub.spawner_class is KubeSpawner
     (service,) = [s for s in hub.services if s["name"] == "dask-gateway"]
@@ -46,20 +63,14 @@ def test_snippet_is_valid_hub_config(kit, hub_for, value_set):
     assert service["display"] is False
 
 
-def test_typo_in_snippet_is_caught(kit, render, monkeypatch, no_kube_api):
+def test_typo_in_snippet_is_caught(kit, hub_for):
     """The check above is not vacuous: a misspelt trait is reported."""
-    from jupyterhub.app import JupyterHub
-    from kubespawner import KubeSpawner
-
-    values = kit.values_for("defaults")
-    snippet = values["jupyterhub"]["hub"]["extraConfig"]["10-neuropixels-hub"]
+    snippet = kit.values_for("defaults")["jupyterhub"]["hub"]["extraConfig"]["10-neuropixels-hub"]
     assert "spawner.service_account = " in snippet
-    values["jupyterhub"]["hub"]["extraConfig"]["10-neuropixels-hub"] = snippet.replace(
-        "spawner.service_account = ", "spawner.service_acount = ")
-    monkeypatch.setenv("NEUROPIXELS_HUB_SETTINGS", kit.settings_json(render("defaults")))
-    c = kit.z2jh_config(values)
-    kit.run_hub_snippets(c, values)
-    assert kit.configurable_keys_problems(c, [JupyterHub, KubeSpawner]) == [
+    typo = snippet.replace("spawner.service_account = ", "spawner.service_acount = ")
+    c, _, _ = hub_for("defaults", values={
+        "jupyterhub": {"hub": {"extraConfig": {"10-neuropixels-hub": typo}}}})
+    assert kit.configurable_keys_problems(c, hub_classes()) == [
         "c.KubeSpawner.service_acount: not a configurable trait"]
 
 
@@ -139,30 +150,33 @@ def test_profiles_keep_the_one_image(kit, hub_for, profile, cpu, memory_gib):
     assert set(container_env(pod)) >= DATA_KEYS
 
 
-def test_operator_gateway_address_wins_but_data_settings_do_not(kit, hub_for, render, monkeypatch):
+def test_operator_gateway_address_wins_but_data_settings_do_not(kit, hub_for):
     """setdefault for DASK_GATEWAY__*, forced NEUROPIXELS_DASK__* (notebook and workers agree)."""
-    values = kit.values_for("defaults")
-    values["jupyterhub"]["singleuser"]["extraEnv"].update({
+    c, _, _ = hub_for("defaults", values={"jupyterhub": {"singleuser": {"extraEnv": {
         "DASK_GATEWAY__ADDRESS": "http://elsewhere/services/dask-gateway",
         "NEUROPIXELS_DASK__CACHE__URL": "s3://not-what-workers-read/",
-    })
-    monkeypatch.setenv("NEUROPIXELS_HUB_SETTINGS", kit.settings_json(render("defaults")))
-    c = kit.z2jh_config(values)
-    kit.run_hub_snippets(c, values)
+    }}}})
     env = container_env(kit.user_pod(c))
     assert env["DASK_GATEWAY__ADDRESS"]["value"] == "http://elsewhere/services/dask-gateway"
     assert env["NEUROPIXELS_DASK__CACHE__URL"]["value"].startswith("s3://allen-brain-observatory/")
 
 
-def test_https_proxy_uses_internal_http_service(kit, render, monkeypatch, no_kube_api):
-    values = kit.values_for("defaults")
-    monkeypatch.setenv("NEUROPIXELS_HUB_SETTINGS", kit.settings_json(render("defaults")))
-    monkeypatch.setenv("PROXY_HTTP_SERVICE_HOST", "10.0.0.7")
-    monkeypatch.setenv("PROXY_HTTP_SERVICE_PORT", "8000")
-    c = kit.z2jh_config(values)
-    kit.run_hub_snippets(c, values)
+def test_https_proxy_uses_internal_http_service(kit):
+    """With proxy.https (Let's Encrypt), the jupyterhub chart adds the Service proxy-http; the
+    hub pod then has PROXY_HTTP_SERVICE_HOST/PORT, and notebooks reach the gateway through it
+    (plain http inside the cluster) instead of through the TLS port."""
+    release = kit.release(values={"jupyterhub": {"proxy": {"https": {
+        "enabled": True, "hosts": ["hub.example.org"],
+        "letsencrypt": {"contactEmail": "admin@example.org"}}}}})
+    release.require_subcharts()
+    (service,) = release.find("Service", "proxy-http")
+    host = release.service_env()["PROXY_HTTP_SERVICE_HOST"]
+    c = release.hub_config()
     assert c.KubeSpawner.environment["DASK_GATEWAY__ADDRESS"] == (
-        "http://10.0.0.7:8000/services/dask-gateway")
+        f"http://{host}:{service['spec']['ports'][0]['port']}/services/dask-gateway")
+    plain = kit.release().hub_config()
+    assert plain.KubeSpawner.environment["DASK_GATEWAY__ADDRESS"] == (
+        "http://proxy-public/services/dask-gateway")
 
 
 def test_notebook_network_policy_selects_user_pods(kit, hub_for):
@@ -174,9 +188,14 @@ def test_notebook_network_policy_selects_user_pods(kit, hub_for):
     assert not kit.selector_matches(dask_policy["spec"]["podSelector"], pod["metadata"]["labels"])
 
 
+#: A hub without KubeSpawner (what `hub local` runs): z2jh's pass-through hub.config sets it.
+LOCAL_SPAWNER = {"jupyterhub": {"hub": {"config": {"JupyterHub": {"spawner_class": "simple"}}}}}
+
+
 def test_snippet_outside_kubernetes(hub_for):
     """A local hub (issue: `hub local`) gets the environment only, on c.Spawner."""
-    c, _, settings = hub_for("secret-credentials", spawner_class="simple")
+    c, _, settings = hub_for("secret-credentials", values=LOCAL_SPAWNER)
+    assert c.JupyterHub.spawner_class == "simple"
     env = c.Spawner.environment
     assert env["DASK_GATEWAY__PROXY_ADDRESS"] == settings["gateway"]["proxyAddress"]
     assert {k for k in env if k.startswith("NEUROPIXELS_DASK__")} == DATA_KEYS
@@ -187,13 +206,20 @@ def test_snippet_outside_kubernetes(hub_for):
 
 
 def test_snippet_refuses_missing_service_and_unknown_settings(kit, render, monkeypatch):
+    """Where no chart stands behind the snippet (a local hub), it checks its inputs itself; on
+    Kubernetes the template refuses values without the service first
+    (tests/chart/test_chart_schema.py)."""
+    from traitlets.config import Config
+
     values = kit.values_for("defaults")
     settings = json.loads(kit.settings_json(render("defaults")))
     monkeypatch.setenv("NEUROPIXELS_HUB_SETTINGS", json.dumps(settings))
-    c = kit.z2jh_config(values)
+    c = Config()
+    c.JupyterHub.spawner_class = "simple"
     c.JupyterHub.services = []
     with pytest.raises(ValueError, match="dask-gateway"):
-        kit.run_hub_snippets(c, values)
+        run_hub_snippets(c, values)
+    c.JupyterHub.services = [{"name": "dask-gateway"}]
     monkeypatch.setenv("NEUROPIXELS_HUB_SETTINGS", json.dumps(dict(settings, version=2)))
     with pytest.raises(ValueError, match="unsupported settings version"):
-        kit.run_hub_snippets(kit.z2jh_config(values), values)
+        run_hub_snippets(c, values)

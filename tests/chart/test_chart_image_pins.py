@@ -15,6 +15,8 @@ from packaging.version import Version
 
 #: The JupyterHub major version each jupyterhub chart major version runs (chart 4.x: JupyterHub 5).
 JUPYTERHUB_FOR_CHART = {4: 5}
+#: PyPI names whose conda-forge package is called differently
+CONDA_NAMES = {"isal": "python-isal"}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,7 @@ def test_every_package_dependency_is_in_the_image_with_the_same_pin(pins):
     mismatched = []
     for line in pins["pyproject"]["project"]["dependencies"]:
         req = Requirement(line)
-        name = canonicalize_name(req.name)
+        name = canonicalize_name(CONDA_NAMES.get(req.name, req.name))
         if name not in pins["specs"]:
             mismatched.append(f"{req.name}: missing from environment.yml")
         elif pins["specs"][name] != req.specifier:

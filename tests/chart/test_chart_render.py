@@ -36,6 +36,7 @@ def test_default_objects(render):
     assert kinds == [
         ("ConfigMap", "neuropixels-hub-settings"),
         ("NetworkPolicy", f"{RELEASE}-neuropixels-hub-dask-clusters"),
+        ("NetworkPolicy", f"{RELEASE}-neuropixels-hub-dask-scheduler-metrics"),
         ("NetworkPolicy", f"{RELEASE}-neuropixels-hub-notebooks"),
         ("NetworkPolicy", f"{RELEASE}-neuropixels-hub-proxy-to-gateway"),
         ("ServiceAccount", f"{RELEASE}-neuropixels-hub-user"),
@@ -168,8 +169,12 @@ def test_one_image_everywhere(kit, render, value_set):
     assert settings(kit, render(value_set))["image"]["ref"] == image
     single = values["jupyterhub"]["singleuser"]["image"]
     assert f"{single['name']}:{single['tag']}" == image  # what the pre-puller pulls
-    for profile in values["jupyterhub"]["singleuser"].get("profileList", []):
-        assert "image" not in profile.get("kubespawner_override", {}), profile["slug"]
+    # Dask clusters may run the chart's image and any a profile names (the example names none;
+    # tests/chart/test_chart_user_pods.py has profiles that do).
+    profile_images = [p["kubespawner_override"]["image"]
+                      for p in values["jupyterhub"]["singleuser"].get("profileList", [])
+                      if "image" in p.get("kubespawner_override", {})]
+    assert settings(kit, render(value_set))["image"]["allowed"] == [image, *profile_images]
 
 
 def test_custom_endpoint_egress_in_both_policies(kit, render):
@@ -193,8 +198,10 @@ def test_dask_policy_shape(kit, render):
         for r in spec["ingress"]]
     assert sources == [("dask", []), ("traefik", [8786, 8787]), ("gateway", [8788])]
     s3 = [r for r in spec["egress"] if any("ipBlock" in t for t in r.get("to", []))]
-    assert s3 == [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}],
-                   "ports": [{"port": 443, "protocol": "TCP"}]}]
+    # the public internet only: not the private ranges, not the link-local metadata endpoints
+    assert s3 == [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": [
+        "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"]}}],
+        "ports": [{"port": 443, "protocol": "TCP"}]}]
 
 
 def test_network_policies_can_be_disabled(kit, helm):

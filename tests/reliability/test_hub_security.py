@@ -2,8 +2,12 @@
 the Secret-free rendering and that each NetworkPolicy selects its pods):
 
 * the NetworkPolicies *enforce* what they claim: an evaluator of Kubernetes' policy semantics
-  answers "may pod A reach pod B on port P" for the real pods (notebook from KubeSpawner, scheduler
-  and worker from the gateway's controller) and the gateway's own pods;
+  (the chart kit's, tests/plugins/chart.py) answers "may pod A reach pod B on port P" for the
+  real pods (notebook from KubeSpawner, scheduler and worker from the gateway's controller) and
+  the gateway's own pods, under all the policies of the release (the jupyterhub chart's own
+  included): nothing reaches a scheduler but traefik, the gateway and the cluster's Prometheus
+  (on the metrics port); no notebook or Dask pod reaches the private ranges or the cloud
+  metadata server, unless networkPolicy.workloadIdentity opens exactly the identity endpoint;
 * the gateway is reachable only with JupyterHub auth: the real authenticator that the chart
   configures refuses requests without a token, with a token the hub does not know, and with a
   valid hub token that was not granted access to the dask-gateway service; the hub's roles grant
@@ -19,7 +23,6 @@ the Secret-free rendering and that each NetworkPolicy selects its pods):
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import re
 
@@ -32,96 +35,57 @@ ALL_SETS = ["defaults", "secret-credentials", "iam-role", "custom-endpoint", "pr
             "spot-workers"]
 
 
-# ---- a NetworkPolicy evaluator --------------------------------------------------------------
-
-def _selects(selector: dict, labels: dict, kit) -> bool:
-    return kit.selector_matches(selector, labels)
-
-
-def _peer_matches(peer: dict, target, kit) -> bool:
-    """``target``: ("pod", labels, namespace labels) or ("ip", address)."""
-    if "ipBlock" in peer:
-        if target[0] != "ip":
-            return False
-        ip = ipaddress.ip_address(target[1])
-        block = peer["ipBlock"]
-        return ip in ipaddress.ip_network(block["cidr"]) and not any(
-            ip in ipaddress.ip_network(e) for e in block.get("except", []))
-    if target[0] != "pod":
-        return False
-    _, labels, ns_labels = target
-    if "namespaceSelector" in peer and not _selects(peer["namespaceSelector"], ns_labels, kit):
-        return False
-    if "namespaceSelector" not in peer and ns_labels.get(
-            "kubernetes.io/metadata.name") != NAMESPACE:
-        return False  # a bare podSelector means pods of the policy's namespace
-    return "podSelector" not in peer or _selects(peer["podSelector"], labels, kit)
-
-
-def _port_matches(rule: dict, port: int, protocol: str) -> bool:
-    ports = rule.get("ports")
-    if not ports:
-        return True
-    return any(p.get("protocol", "TCP") == protocol and (
-        "port" not in p or p["port"] == port or
-        (isinstance(p["port"], int) and p["port"] <= port <= p.get("endPort", p["port"])))
-        for p in ports)
-
+# ---- the release's pods and policies ---------------------------------------------------------
 
 def allowed(policies: list[dict], kit, direction: str, pod: dict, peer, port: int,
             protocol: str = "TCP") -> bool:
-    """Kubernetes semantics: a pod selected by a policy of this direction is isolated, and then
-    only what some rule of some selecting policy allows gets through (policies add up)."""
-    key, peers = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
-    selecting = [p for p in policies if _selects(p["spec"]["podSelector"], pod, kit)
-                 and direction in p["spec"].get("policyTypes", ["Ingress"])]
-    if not selecting:
-        return True
-    for policy in selecting:
-        for rule in policy["spec"].get(key, []):
-            if (peers not in rule or any(_peer_matches(x, peer, kit) for x in rule[peers])) \
-                    and _port_matches(rule, port, protocol):
-                return True
-    return False
+    return kit.allowed(policies, direction, pod, peer, port, protocol)
 
 
-NS = {"kubernetes.io/metadata.name": NAMESPACE}
+def _pod(labels: dict, namespace: str = NAMESPACE):
+    return ("pod", labels, {"kubernetes.io/metadata.name": namespace})
 
 
-def _pod(labels: dict, ns: dict = NS):
-    return ("pod", labels, ns)
+def _labels(kit, release) -> dict[str, dict]:
+    """Labels of the release's pods: the generated ones and the gateway's own Deployments."""
+    dask = release.dask_pods()
+    by_component = {}
+    for deployment in release.find("Deployment"):
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        if labels.get("gateway.dask.org/instance") == GATEWAY:
+            by_component[labels["app.kubernetes.io/component"]] = labels
+    (proxy,) = [d["spec"]["template"]["metadata"]["labels"] for d in release.find("Deployment")
+                if d["metadata"]["name"] == "proxy"]
+    other = dict(dask["worker"]["metadata"]["labels"],
+                 **{"gateway.dask.org/instance": "someone-elses-gateway"})
+    return {
+        "notebook": release.user_pod()["metadata"]["labels"],
+        "scheduler": dask["scheduler"]["metadata"]["labels"],
+        "worker": dask["worker"]["metadata"]["labels"],
+        "traefik": by_component["traefik"], "api": by_component["gateway"],
+        "controller": by_component["controller"],
+        "proxy": proxy,
+        "stranger": {"app": "crypto-miner"},
+        "other-gateway-worker": other,
+    }
 
 
 @pytest.fixture
-def pods(kit, hub_for, gateway_for):
-    def make(value_set: str = "defaults") -> dict[str, dict]:
-        c, objects, _ = hub_for(value_set)
-        app, _ = gateway_for(value_set)
-        dask = kit.dask_pods(app, {})
-
-        def gw(component: str) -> dict:
-            return {"app.kubernetes.io/name": "dask-gateway", "app.kubernetes.io/instance": RELEASE,
-                    "gateway.dask.org/instance": GATEWAY, "app.kubernetes.io/component": component}
-
-        other = dict(dask["worker"]["metadata"]["labels"],
-                     **{"gateway.dask.org/instance": "someone-elses-gateway"})
-        return {
-            "objects": objects,
-            "notebook": kit.user_pod(c)["metadata"]["labels"],
-            "scheduler": dask["scheduler"]["metadata"]["labels"],
-            "worker": dask["worker"]["metadata"]["labels"],
-            "traefik": gw("traefik"), "api": gw("gateway"), "controller": gw("controller"),
-            "proxy": {"app": "jupyterhub", "component": "proxy", "release": RELEASE},
-            "stranger": {"app": "crypto-miner"},
-            "other-gateway-worker": other,
-        }
+def pods(kit):
+    """``pods(value_set)``: the release's pod labels and ALL its NetworkPolicies (ours and the
+    jupyterhub chart's), with the real subcharts."""
+    def make(value_set: str = "defaults", **release_args) -> dict:
+        release = kit.release(value_set, **release_args)
+        release.require_subcharts()
+        return dict(_labels(kit, release), objects=release.objects,
+                    policies=release.find("NetworkPolicy"))
 
     return make
 
 
 def test_network_policies_enforce_who_reaches_dask_pods(kit, pods):
     p = pods()
-    policies = kit.find(p["objects"], "NetworkPolicy")
+    policies = p["policies"]
 
     def ingress(dst: str, src: str, port: int) -> bool:
         return allowed(policies, kit, "Ingress", p[dst], _pod(p[src]), port)
@@ -138,14 +102,13 @@ def test_network_policies_enforce_who_reaches_dask_pods(kit, pods):
     assert ingress("worker", "scheduler", 40000) and ingress("scheduler", "worker", 8786)
     assert ingress("worker", "worker", 45123)
     # the same labels in another namespace are someone else's pods
-    other_ns = {"kubernetes.io/metadata.name": "elsewhere"}
-    assert not allowed(policies, kit, "Ingress", p["scheduler"], _pod(p["worker"], other_ns),
+    assert not allowed(policies, kit, "Ingress", p["scheduler"], _pod(p["worker"], "elsewhere"),
                        8786)
 
 
 def test_network_policies_limit_where_dask_pods_and_notebooks_go(kit, pods):
     p = pods()
-    policies = kit.find(p["objects"], "NetworkPolicy")
+    policies = p["policies"]
 
     def egress(src: str, peer, port: int, protocol: str = "TCP") -> bool:
         return allowed(policies, kit, "Egress", p[src], peer, port, protocol)
@@ -166,10 +129,83 @@ def test_network_policies_limit_where_dask_pods_and_notebooks_go(kit, pods):
     assert not egress("notebook", ("ip", "169.254.169.254"), 80)
     # a custom endpoint in the cluster is reachable from workers, on its port only
     p = pods("custom-endpoint")
-    policies = kit.find(p["objects"], "NetworkPolicy")
-    minio = _pod({"app": "minio"}, {"kubernetes.io/metadata.name": "minio"})
+    policies = p["policies"]
+    minio = _pod({"app": "minio"}, "minio")
     assert allowed(policies, kit, "Egress", p["worker"], minio, 9000)
     assert not allowed(policies, kit, "Egress", p["worker"], minio, 9001)
+
+
+#: Inside the cluster or the cloud's network: the Kubernetes API (service and endpoint), other
+#: namespaces' services, internal load balancers.
+PRIVATE = ["10.96.0.1", "10.0.12.7", "172.20.0.5", "192.168.1.10"]
+#: Cloud metadata and identity endpoints: AWS/GCP/Azure, ECS task credentials, EKS Pod Identity
+#: (IPv4 and IPv6), GKE's metadata server on Calico clusters.
+METADATA = [("169.254.169.254", 80), ("169.254.170.2", 80), ("169.254.170.23", 80),
+            ("fd00:ec2::23", 80), ("169.254.169.252", 988)]
+S3 = ("ip", "52.218.128.1")
+
+
+@pytest.mark.parametrize("value_set", ALL_SETS)
+def test_no_pod_reaches_private_addresses_or_the_metadata_server(kit, pods, value_set):
+    """Under all the release's policies (the jupyterhub chart's singleuser policy closes the
+    private ranges and the metadata server; ours must not reopen them): notebooks, schedulers
+    and workers reach the object store, but nothing private and no cloud credentials. An object
+    store inside the cluster needs its own rule (helm/examples/custom-endpoint.yaml)."""
+    p = pods(value_set)
+    for src in ("notebook", "scheduler", "worker"):
+        def egress(peer, port: int, src=src) -> bool:
+            return allowed(p["policies"], kit, "Egress", p[src], peer, port)
+
+        assert egress(S3, 443), src
+        for ip in PRIVATE:
+            for port in (443, 80, 6443, 8080):
+                assert not egress(("ip", ip), port), (src, ip, port)
+        for ip, port in METADATA:
+            assert not egress(("ip", ip), port), (src, ip, port)
+
+
+IDENTITY_ENDPOINTS = {
+    "gke": {("169.254.169.254", 80), ("169.254.169.252", 988)},
+    "eks-pod-identity": {("169.254.170.23", 80), ("fd00:ec2::23", 80)},
+}
+
+
+@pytest.mark.parametrize("provider", sorted(IDENTITY_ENDPOINTS))
+def test_workload_identity_opens_exactly_its_endpoint(kit, pods, provider):
+    """networkPolicy.workloadIdentity: notebooks and Dask pods (which share the ServiceAccount,
+    and so the identity) reach the node's identity endpoint on its port; every other metadata
+    address and port stays closed, and so do the private ranges."""
+    p = pods("iam-role", sets=[f"networkPolicy.workloadIdentity={provider}"])
+    opened = IDENTITY_ENDPOINTS[provider]
+    for src in ("notebook", "scheduler", "worker"):
+        def egress(peer, port: int, src=src) -> bool:
+            return allowed(p["policies"], kit, "Egress", p[src], peer, port)
+
+        for ip, port in METADATA:
+            assert egress(("ip", ip), port) is ((ip, port) in opened), (src, ip, port)
+        for ip, _ in opened:
+            assert not egress(("ip", ip), 443) and not egress(("ip", ip), 8080), (src, ip)
+        assert not egress(("ip", PRIVATE[0]), 443), src
+
+
+def test_prometheus_scrapes_scheduler_metrics_only(kit, pods):
+    """The cluster's Prometheus (networkPolicy.prometheus) reaches each scheduler's /metrics
+    port, nothing else of a Dask cluster; without peers, nobody does."""
+    p = pods()
+    prometheus = _pod({"app.kubernetes.io/name": "prometheus"}, "monitoring")
+
+    def ingress(dst: str, peer, port: int, policies=p["policies"]) -> bool:
+        return allowed(policies, kit, "Ingress", p[dst], peer, port)
+
+    assert ingress("scheduler", prometheus, 8787)
+    assert not ingress("scheduler", prometheus, 8786)
+    assert not ingress("scheduler", prometheus, 8788)
+    assert not ingress("worker", prometheus, 8787)
+    assert not ingress("scheduler", _pod({"app.kubernetes.io/name": "grafana"}, "monitoring"),
+                       8787)
+    assert not ingress("scheduler", _pod(p["stranger"]), 8787)
+    none = pods(sets=["json:networkPolicy.prometheus=[]"])
+    assert not ingress("scheduler", prometheus, 8787, policies=none["policies"])
 
 
 # ---- the gateway's authentication -----------------------------------------------------------
@@ -271,7 +307,8 @@ def test_gateway_keeps_an_operators_own_service_name(kit, gateway_for):
 
 
 @pytest.mark.parametrize("value_set", ALL_SETS)
-def test_hub_roles_give_users_and_notebook_tokens_access_to_the_gateway(hub_for, value_set):
+def test_hub_roles_give_users_and_notebook_tokens_access_to_the_gateway(kit, hub_for,
+                                                                         value_set):
     """What the gateway demands, the hub grants: every user's tokens, and the token of each
     notebook server (JUPYTERHUB_API_TOKEN, what dask-gateway's client sends), get
     access:services!service=dask-gateway, and nothing of JupyterHub's defaults is taken away."""
@@ -287,7 +324,12 @@ def test_hub_roles_give_users_and_notebook_tokens_access_to_the_gateway(hub_for,
         assert "access:services!service=dask-gateway" in scopes, name
         assert set(defaults[name]["scopes"]) <= set(scopes), name
         assert not {"admin:users", "admin:servers", "access:services", "inherit"} & set(scopes)
-    assert set(roles) == {"user", "server"}
+    assert set(kit.values_for(value_set)["jupyterhub"]["hub"]["loadRoles"]) == {"user", "server"}
+    # what the jupyterhub chart adds itself: its idle culler's role, for that service alone
+    for name in set(roles) - {"user", "server"}:
+        assert roles[name].get("services") == [name] and not roles[name].get("users") \
+            and not roles[name].get("groups"), name
+        assert "access:services!service=dask-gateway" not in roles[name]["scopes"], name
 
 
 # ---- credentials ----------------------------------------------------------------------------
@@ -318,9 +360,8 @@ RUNTIME_TOKENS = {"JPY_API_TOKEN", "JUPYTERHUB_API_TOKEN", "DASK_GATEWAY_API_TOK
 
 
 @pytest.mark.parametrize("value_set", ALL_SETS)
-def test_every_credential_in_every_pod_is_a_secret_reference(kit, hub_for, gateway_for,
-                                                             value_set):
-    for role, pod in kit.generated_pods(hub_for, gateway_for, value_set).items():
+def test_every_credential_in_every_pod_is_a_secret_reference(kit, value_set):
+    for role, pod in kit.generated_pods(value_set).items():
         for container in pod["spec"]["containers"]:
             for env in container.get("env", []):
                 name = env["name"]
@@ -333,12 +374,8 @@ def test_every_credential_in_every_pod_is_a_secret_reference(kit, hub_for, gatew
                 elif re.search(r"SECRET|PASSWORD|TOKEN", name) and name not in RUNTIME_TOKENS:
                     assert "value" not in env, (value_set, role, name)
         assert pod["spec"].get("automountServiceAccountToken") is False, (value_set, role)
-    settings = json.loads(kit.settings_json(render_for(kit, hub_for, value_set)))
+    settings = kit.release(value_set).settings
     assert not re.search(r"(?i)AKIA|secretaccesskey\"\s*:\s*\"[^A-Z_]", json.dumps(settings))
-
-
-def render_for(kit, hub_for, value_set):
-    return hub_for(value_set)[1]
 
 
 # ---- values ---------------------------------------------------------------------------------

@@ -65,6 +65,33 @@ neuropixels-hub-settings
 {{- printf "%s:%s" .Values.image.name .Values.image.tag -}}
 {{- end -}}
 
+{{/*
+The images a Dask cluster may run (JSON list): ours first, then every image that a
+jupyterhub.singleuser profile sets literally (profileList[].kubespawner_override.image and its
+profile_options' choices), because workers follow the notebook's image. Templates such as an
+unlisted choice's "{value}" are not images: a notebook started from one gets Dask clusters only
+with an explicit `image=` from this list. Maps are ranged in key order, so the list (and the
+settings' checksum) is the same on every render.
+*/}}
+{{- define "neuropixels-hub.images" -}}
+{{- $images := list (include "neuropixels-hub.image" .) -}}
+{{- $single := (.Values.jupyterhub | default dict).singleuser | default dict -}}
+{{- range $profile := $single.profileList | default list -}}
+{{- $overrides := list ($profile.kubespawner_override | default dict) -}}
+{{- range $optionName, $option := $profile.profile_options | default dict -}}
+{{- range $choiceName, $choice := $option.choices | default dict -}}
+{{- $overrides = append $overrides ($choice.kubespawner_override | default dict) -}}
+{{- end -}}
+{{- end -}}
+{{- range $override := $overrides -}}
+{{- if and $override.image (not (contains "{" (toString $override.image))) -}}
+{{- $images = append $images (toString $override.image) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $images | uniq | toJson -}}
+{{- end -}}
+
 {{/* Mirrors "dask-gateway.fullname" of the dask-gateway chart, which names traefik and the api. */}}
 {{- define "neuropixels-hub.gatewayFullname" -}}
 {{- $gw := index .Values "dask-gateway" | default dict -}}
@@ -134,10 +161,30 @@ neuropixels-hub-settings
 
 {{/* Fail early, with the key to fix, on combinations the schema cannot express. */}}
 {{- define "neuropixels-hub.validate" -}}
+{{- $jh := .Values.jupyterhub | default dict -}}
+{{- $gw := index .Values "dask-gateway" | default dict -}}
+{{- if not (and $jh.enabled $gw.enabled) -}}
+{{- fail "jupyterhub.enabled and dask-gateway.enabled must both stay true: this chart wires the two together (the gateway reads its hub token from the jupyterhub chart's Secret `hub`, the hub proxies /services/dask-gateway/ to the gateway, and the NetworkPolicies and settings name both); for one of them alone, install its official chart directly" -}}
+{{- end -}}
+{{- if not (kindIs "map" (index (($jh.hub | default dict).services | default dict) "dask-gateway")) -}}
+{{- fail "jupyterhub.hub.services.dask-gateway must stay: the jupyterhub chart generates the gateway's hub token for that service (Secret `hub`, key hub.services.dask-gateway.apiToken)" -}}
+{{- end -}}
+{{- if (($jh.singleuser | default dict).cloudMetadata | default dict).blockWithIptables -}}
+{{- fail "jupyterhub.singleuser.cloudMetadata.blockWithIptables must stay false: its iptables init container runs as root and privileged, which securityContext.pod.runAsNonRoot forbids, so the kubelet would refuse every user pod; the NetworkPolicies block the cloud metadata server instead" -}}
+{{- end -}}
+{{- $backend := (($gw.gateway | default dict).backend | default dict) -}}
+{{- range $role := list "scheduler" "worker" -}}
+{{- range $what := list "cores" "memory" -}}
+{{- range $kind := list "request" "limit" -}}
+{{- if not (kindIs "invalid" (index ((index (index $backend $role | default dict) $what) | default dict) $kind)) -}}
+{{- fail (printf "dask-gateway.gateway.backend.%s.%s.%s is set: Dask pod sizes come from dask.%s (requests = limits; workers within the users' cluster options), so that no limit can fall below a request; remove it" $role $what $kind $role) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- if and .Values.credentials.existingSecret .Values.s3.anon -}}
 {{- fail "credentials.existingSecret is set but s3.anon is true: anonymous reads would ignore the credentials; set s3.anon=false" -}}
 {{- end -}}
-{{- $jh := .Values.jupyterhub | default dict -}}
 {{- if $jh.fullnameOverride -}}
 {{- fail "jupyterhub.fullnameOverride must stay empty: the dask-gateway wiring uses the hub's fixed object names (hub, proxy-public)" -}}
 {{- end -}}
@@ -189,6 +236,7 @@ Its shape is versioned so a snippet can refuse a document it does not understand
   "ref" (include "neuropixels-hub.image" .)
   "pullPolicy" .Values.image.pullPolicy
   "pullSecrets" .Values.image.pullSecrets
+  "allowed" (include "neuropixels-hub.images" . | fromJsonArray)
 -}}
 {{- $settings := dict
   "version" 1
@@ -199,11 +247,15 @@ Its shape is versioned so a snippet can refuse a document it does not understand
   "gateway" $gateway
   "dask" .Values.dask
   "securityContext" .Values.securityContext
+  "scratch" .Values.scratch
 -}}
 {{- $settings | toJson -}}
 {{- end -}}
 
-{{/* Egress rules shared by notebooks and Dask pods: DNS, the object store, and extras. */}}
+{{/*
+Egress rules shared by notebooks and Dask pods: DNS, the object store, the node's workload-identity
+endpoint when asked for (networkPolicy.workloadIdentity), and extras.
+*/}}
 {{- define "neuropixels-hub.commonEgress" -}}
 # DNS, wherever the cluster's resolver lives.
 - ports:
@@ -216,6 +268,32 @@ Its shape is versioned so a snippet can refuse a document it does not understand
     {{- toYaml .Values.networkPolicy.s3Egress.to | nindent 4 }}
   ports:
     {{- toYaml .Values.networkPolicy.s3Egress.ports | nindent 4 }}
+{{- if eq .Values.networkPolicy.workloadIdentity "gke" }}
+# GKE Workload Identity: the GKE metadata server (Dataplane V2 serves it on 169.254.169.254:80,
+# Calico clusters on 169.254.169.252:988).
+- to:
+    - ipBlock:
+        cidr: 169.254.169.254/32
+  ports:
+    - port: 80
+      protocol: TCP
+- to:
+    - ipBlock:
+        cidr: 169.254.169.252/32
+  ports:
+    - port: 988
+      protocol: TCP
+{{- else if eq .Values.networkPolicy.workloadIdentity "eks-pod-identity" }}
+# EKS Pod Identity: the node's Pod Identity agent.
+- to:
+    - ipBlock:
+        cidr: 169.254.170.23/32
+    - ipBlock:
+        cidr: fd00:ec2::23/128
+  ports:
+    - port: 80
+      protocol: TCP
+{{- end }}
 {{- with .Values.networkPolicy.extraEgress }}
 {{ toYaml . }}
 {{- end }}
