@@ -21,8 +21,8 @@ from neuropixels_dask.analyses import (
     spike_count_correlations,
     tuning_curves,
 )
-from neuropixels_dask.synth import generate_cache
-from neuropixels_dask.synth.generate import load_ground_truth
+from neuropixels_dask.local.synth import generate_cache
+from neuropixels_dask.local.synth.generate import load_ground_truth
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,8 @@ def test_spectra_equal_scipy_welch(session):
     fs = session.get_lfp(pid).attrs["sampling_rate"]
     nperseg = psd.attrs["nperseg"]
     _, ref = signal.welch(x, fs, nperseg=nperseg, noverlap=nperseg - psd.attrs["step"], axis=0)
-    np.testing.assert_allclose(psd.values, ref, rtol=1e-9)
+    # float32 FFT (kernels/segment_psd); measured ≤ 3.4e-6. A segment missing shifts it by ~3 %.
+    np.testing.assert_allclose(psd.values, ref, rtol=1e-5)
 
 
 def test_rhythm_peaks_per_area(session, truth):

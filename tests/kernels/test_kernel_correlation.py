@@ -1,17 +1,15 @@
-"""Correlations equal np.corrcoef (whole-array and block-accumulated); area means are the means of
-the right unit pairs; silent units give NaN instead of failing."""
+"""Correlations equal np.corrcoef; area means are the means of the right unit pairs; silent units
+give NaN instead of failing; the noise-correlation chain (counts in presentation bins, condition
+means removed, area means) recovers a shared gain between areas."""
 
 from __future__ import annotations
 
 import warnings
 
 import numpy as np
-import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from neuropixels_dask.kernels import correlation as C
-from neuropixels_dask.kernels import spikes as K
+from neuropixels_dask.kernels import correlation_blocks as KC
 
 
 def _counts(seed=0, n_units=12, n_bins=3000):
@@ -37,62 +35,17 @@ def test_silent_unit_is_nan_without_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         got = C.pairwise_correlation(x)
-        part = C.finalize_correlation(C.combine_correlation(
-            [C.correlation_partial(x[:, :200]), C.correlation_partial(x[:, 200:])]))
-    for m in (got, part):
-        assert np.all(np.isnan(m[[2, 4]])) and np.all(np.isnan(m[:, [2, 4]]))
-        live = [0, 1, 3, 5]
-        np.testing.assert_allclose(m[np.ix_(live, live)], np.corrcoef(x[live]), rtol=1e-12)
+    assert np.all(np.isnan(got[[2, 4]])) and np.all(np.isnan(got[:, [2, 4]]))
+    live = [0, 1, 3, 5]
+    np.testing.assert_allclose(got[np.ix_(live, live)], np.corrcoef(x[live]), rtol=1e-12)
     assert np.all(np.isnan(C.pairwise_correlation(np.zeros((3, 0)))))
-
-
-@pytest.mark.parametrize("cuts", [[1500], [1, 2, 3, 2999], [0, 0, 700, 700, 2100], list(range(
-    100, 3000, 100))])
-def test_blockwise_correlation_equals_corrcoef(cuts):
-    x, _ = _counts(seed=1)
-    bounds = [0, *cuts, x.shape[1]]
-    parts = [C.correlation_partial(x[:, a:b]) for a, b in zip(bounds[:-1], bounds[1:],
-                                                              strict=True)]
-    total = C.combine_correlation(parts)
-    assert total.n == x.shape[1]
-    np.testing.assert_allclose(C.finalize_correlation(total), np.corrcoef(x), rtol=1e-11,
-                               atol=1e-13)
-    np.testing.assert_allclose(total.mean, x.mean(axis=1), rtol=1e-12)
-
-
-def test_blockwise_is_stable_for_large_offsets():
-    """Band power in volts**2 sits on a large mean: the co-moment merge keeps precision."""
-    rng = np.random.default_rng(2)
-    base = rng.standard_normal((4, 5000))
-    base[1] += 0.7 * base[0]
-    x = 1e8 + base
-    parts = [C.correlation_partial(x[:, i:i + 250]) for i in range(0, 5000, 250)]
-    got = C.finalize_correlation(C.combine_correlation(parts))
-    np.testing.assert_allclose(got, np.corrcoef(base), rtol=1e-6, atol=1e-7)
-    assert np.isnan(C.finalize_correlation(C.correlation_partial(np.zeros((2, 0))))).all()
-    with pytest.raises(ValueError):
-        C.combine_correlation([C.correlation_partial(x[:2]), C.correlation_partial(x)])
-
-
-@settings(max_examples=40, deadline=None)
-@given(n_units=st.integers(2, 6), n_bins=st.integers(2, 60), seed=st.integers(0, 10_000),
-       n_cuts=st.integers(0, 6))
-def test_blockwise_property(n_units, n_bins, seed, n_cuts):
-    rng = np.random.default_rng(seed)
-    x = rng.poisson(1.5, size=(n_units, n_bins))
-    cuts = np.sort(rng.integers(0, n_bins + 1, n_cuts))
-    bounds = np.concatenate([[0], cuts, [n_bins]])
-    total = C.combine_correlation(C.correlation_partial(x[:, a:b])
-                                  for a, b in zip(bounds[:-1], bounds[1:], strict=True))
-    np.testing.assert_allclose(C.finalize_correlation(total), C.pairwise_correlation(x),
-                               rtol=1e-9, atol=1e-12, equal_nan=True)
 
 
 def test_area_correlation_means_the_right_pairs():
     x, areas = _counts(seed=3)
     x[7] = 0  # a silent LGd unit is skipped, not propagated
     corr = C.pairwise_correlation(x)
-    labels, mean = C.area_correlation(x, areas)
+    labels, mean = C.area_mean(corr, areas)
     assert labels.tolist() == ["LGd", "V1"]
     for i, a in enumerate(labels):
         for j, b in enumerate(labels):
@@ -112,24 +65,47 @@ def test_area_mean_single_unit_area_is_nan():
     assert np.isnan(mean[1, 1])  # one unit: no pair
 
 
-def test_spike_trains_to_area_correlation_end_to_end():
-    """bin_spike_trains -> block partials -> area means, as the Dask layer will chain them."""
+def test_count_in_bins_half_open_and_gaps():
+    trains = [np.array([0.0, 0.5, 1.0, 1.0, 2.5, 4.0]), np.array([]), np.array([3.0])]
+    starts, ends = np.array([0.0, 0.5, 3.0]), np.array([0.5, 1.0, 4.0])  # gap [1, 3) skipped
+    got = KC.count_in_bins(trains, starts, ends)
+    assert got.tolist() == [[1, 1, 0], [0, 0, 0], [0, 0, 1]]  # 1.0 is the end of bin 2: out
+
+
+def test_remove_group_means_leaves_fluctuations():
+    counts = np.array([[1, 3, 10, 14, 5], [2, 2, 2, 2, 9]])
+    keys = np.array([7, 7, 8, 8, 9])
+    got = KC.remove_group_means(counts, keys)
+    assert np.allclose(got, [[-1, 1, -2, 2, 0], [0, 0, 0, 0, 0]])
+    for k in np.unique(keys):
+        assert np.allclose(got[:, keys == k].mean(axis=1), 0)
+
+
+def test_noise_correlation_chain_recovers_shared_gain():
+    """Spike trains -> counts in presentation bins -> condition means removed -> area means, as
+    ``analyses.correlations`` chains them. Two conditions drive every unit differently (signal
+    correlation, removed by the condition means); VISp and VISl units share a trial-to-trial gain
+    (noise correlation, kept), CA1 units do not."""
     rng = np.random.default_rng(4)
-    t_max, dt = 200.0, 0.05
-    latent_edges = np.arange(0, t_max + dt, dt)
-    drive = rng.gamma(1.0, 1.0, size=(2, len(latent_edges) - 1))
-    trains, areas = [], []
-    for u in range(8):
-        g = u % 2
-        n_per_bin = rng.poisson(0.3 + 2.0 * drive[g])
-        t = np.repeat(latent_edges[:-1], n_per_bin) + rng.uniform(0, dt, n_per_bin.sum())
+    n_pres, dur = 400, 0.5
+    starts = np.arange(n_pres) * 1.0  # presentations with gaps between them
+    cond = rng.integers(0, 2, n_pres)
+    gain = rng.gamma(4.0, 0.25, n_pres)  # shared by the visual areas
+    areas = np.array(["VISp"] * 4 + ["VISl"] * 4 + ["CA1"] * 4)
+    trains = []
+    for u, area in enumerate(areas):
+        rate = np.where(cond == 0, 20.0 + 5 * u, 40.0 - 2 * u)
+        g = gain if area != "CA1" else rng.gamma(4.0, 0.25, n_pres)
+        n = rng.poisson(rate * g * dur)
+        t = np.concatenate([s + rng.uniform(0, dur, k) for s, k in zip(starts, n, strict=True)])
         trains.append(np.sort(t))
-        areas.append("VISp" if g == 0 else "CA1")
-    blocks = [np.arange(a, min(a + 50.0, t_max) + dt / 2, dt) for a in np.arange(0, t_max, 50.0)]
-    parts = [C.correlation_partial(K.bin_spike_trains(trains, e)) for e in blocks]
-    corr = C.finalize_correlation(C.combine_correlation(parts))
-    full = K.bin_spike_trains(trains, np.arange(0, t_max + dt / 2, dt))
-    np.testing.assert_allclose(corr, np.corrcoef(full), rtol=1e-10)
-    labels, mean = C.area_mean(corr, areas)
-    assert labels.tolist() == ["CA1", "VISp"]
-    assert mean[0, 0] > 0.5 and mean[1, 1] > 0.5 and abs(mean[0, 1]) < 0.1
+    counts = KC.count_in_bins(trains, starts, starts + dur)
+    assert counts.shape == (12, n_pres) and counts.sum() == sum(len(t) for t in trains)
+    names = ["CA1", "VISl", "VISp", "VISrl"]
+    got = KC.area_noise_correlation(counts, cond, areas, names)
+    assert got.shape == (4, 4) and np.allclose(got, got.T, equal_nan=True)
+    assert got[1, 2] > 0.3 and got[1, 1] > 0.3 and got[2, 2] > 0.3  # shared gain
+    assert abs(got[0, 1]) < 0.1 and abs(got[0, 2]) < 0.1  # CA1 is independent
+    assert np.isnan(got[3]).all()  # an area without units
+    raw = C.area_mean(C.pairwise_correlation(counts), areas)[1]
+    assert raw[0, 0] > got[0, 0] + 0.2  # without removing condition means, CA1 looks coupled

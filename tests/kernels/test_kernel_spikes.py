@@ -123,36 +123,25 @@ def test_psth_rates_in_hz():
     counts = np.array([[[1, 0], [4, 2]], [[3, 0], [0, 2]]], dtype=np.uint16)  # (2 pres, 2 bins)
     edges = np.array([0.0, 0.1, 0.5])  # widths 0.1 s, 0.4 s
     rate = K.psth(counts, edges)
-    assert rate.shape == (2, 2)
+    assert rate.shape == (2, 2) and rate.dtype == np.float64
     assert np.allclose(rate, [[2 / 0.1, 0.0], [2 / 0.4, 2 / 0.4]])
     assert np.all(np.isnan(K.psth(np.zeros((0, 2, 1)), edges)))
+    with pytest.raises(ValueError, match="bins"):
+        K.psth(counts, np.array([0.0, 0.1]))
 
 
-# ---- continuous binning ------------------------------------------------------------------------------
-def test_bin_spike_trains_matches_histogram_and_blocks_add_up():
-    rng = np.random.default_rng(3)
-    trains = _trains(rng, 8, 100.0)
-    edges = np.arange(0.0, 100.0 + 1e-9, 0.01)
-    got = K.bin_spike_trains(trains, edges)
-    assert got.shape == (8, len(edges) - 1) and got.dtype == np.int32
-    for j, t in enumerate(trains.values()):
-        want, _ = np.histogram(t[t < edges[-1]], edges)
-        assert np.array_equal(got[j], want)
-    # blocks sharing edges: each spike counted once
-    cuts = [0, 1234, 1235, 5000, len(edges) - 1]
-    parts = [K.bin_spike_trains(trains, edges[a:b + 1]) for a, b in zip(cuts[:-1], cuts[1:],
-                                                                          strict=True)]
-    assert np.array_equal(np.concatenate(parts, axis=1), got)
-    # unsorted trains with assume_sorted=False
-    shuffled = [rng.permutation(t) for t in trains.values()]
-    assert np.array_equal(K.bin_spike_trains(shuffled, edges, assume_sorted=False), got)
-
-
-def test_bin_spike_trains_overflow_raises():
-    with pytest.raises(OverflowError):
-        K.bin_spike_trains([np.full(300, 0.5)], np.array([0.0, 1.0]), dtype=np.int8)
-    with pytest.raises(ValueError):
-        K.bin_spike_trains([np.array([0.5])], np.array([0.0, 1.0, 1.0]))
+def test_psth_of_allensdk_counts_equals_mean_rate_and_does_not_wrap():
+    """The PSTH of spike_histogram's uint16 counts: mean over presentations / bin width, summed
+    in float64 (70,000 presentations of 1 spike would wrap a uint16 sum)."""
+    rng = np.random.default_rng(8)
+    trains = _trains(rng, 6, 60.0)
+    starts = np.sort(rng.uniform(1.0, 55.0, 40))
+    edges = np.array([-0.05, 0.0, 0.01, 0.05, 0.2])
+    counts = K.spike_histogram(trains, starts, edges)
+    want = counts.astype(np.float64).mean(axis=0) / np.diff(edges)[:, None]
+    np.testing.assert_allclose(K.psth(counts, edges), want, rtol=1e-12)
+    many = np.ones((70_000, 1, 1), dtype=np.uint16)
+    assert K.psth(many, np.array([0.0, 0.5]))[0, 0] == 2.0
 
 
 _grid = st.integers(min_value=-4, max_value=44).map(lambda k: k / 8)  # exact binary fractions
@@ -175,24 +164,6 @@ def test_histogram_edge_cases_property(spikes, rel_edges, offsets):
             for j, t in enumerate(trains):
                 lo, hi = s0 + edges[b], s0 + edges[b + 1]
                 assert got[p, b, j] == np.count_nonzero((t >= lo) & (t <= hi))
-
-
-@settings(max_examples=150, deadline=None)
-@given(spikes=st.lists(st.lists(_grid, max_size=25), min_size=1, max_size=4),
-       edges=st.lists(_grid, min_size=1, max_size=10, unique=True),
-       cut=st.integers(0, 9))
-def test_bin_spike_trains_property(spikes, edges, cut):
-    """Half-open bins, spikes on edges, splitting the edges anywhere gives the same counts."""
-    trains = [np.sort(np.array(s, dtype=np.float64)) for s in spikes]
-    edges = np.sort(np.array(edges))
-    got = K.bin_spike_trains(trains, edges)
-    for j, t in enumerate(trains):
-        for b in range(len(edges) - 1):
-            assert got[j, b] == np.count_nonzero((t >= edges[b]) & (t < edges[b + 1]))
-    c = min(cut, len(edges) - 1)
-    joined = np.concatenate([K.bin_spike_trains(trains, edges[:c + 1]),
-                             K.bin_spike_trains(trains, edges[c:])], axis=1)
-    assert np.array_equal(joined, got)
 
 
 # ---- presentation-wise spike times -------------------------------------------------------------------
@@ -236,20 +207,6 @@ def test_presentationwise_spike_times_sequence_input_and_empty():
     empty = K.presentationwise_spike_times([np.array([0.5, 3.0])], [1], pres_ids, starts, stops)
     assert empty.empty and list(empty.columns) == list(got.columns)
     assert empty["unit_id"].dtype == np.int64
-
-
-def test_count_spikes_in_presentations_matches_table():
-    rng = np.random.default_rng(5)
-    pres = _presentations(rng, 60)
-    trains = _trains(rng, 7, pres["stop_time"].iloc[-1] + 1, rate=30.0)
-    ids = list(trains)
-    table = K.presentationwise_spike_times(trains, ids, pres.index, pres["start_time"],
-                                           pres["stop_time"])
-    counts = K.count_spikes_in_presentations(trains, pres["start_time"], pres["stop_time"],
-                                             unit_ids=ids)
-    want = (table.groupby(["stimulus_presentation_id", "unit_id"]).size()
-            .unstack(fill_value=0).reindex(index=pres.index, columns=ids, fill_value=0))
-    assert np.array_equal(counts, want.to_numpy())
 
 
 # ---- conditions and condition statistics -------------------------------------------------------------

@@ -1,8 +1,10 @@
 """LFP power spectra: per channel, per stimulus, per brain structure; chunk-wise on Dask.
 
 One pass over a probe's LFP (one task per storage-chunk row) accumulates periodogram sums for every
-stimulus type at once (``kernels.segment_psd``); blocks are reduced as a tree, so no worker ever
-holds more than one block. ``"all"`` is the whole recording.
+stimulus type at once, each segment transformed once (``kernels.segment_psd``); blocks are reduced
+as a tree of neighbours, which also adds the segments straddling two blocks, so no worker ever
+holds more than one block and the blocking does not change the result. ``"all"`` is the whole
+recording (or ``time_range``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import xarray as xr
 from ..kernels import segment_psd as K
 
 ALL = "all"
+#: Taper of every segment: welch's default, so "all" equals ``scipy.signal.welch`` as called
+WINDOW = "hann"
 
 
 def stimulus_intervals(session, stimuli: list[str] | None = None) -> dict[str, np.ndarray]:
@@ -28,26 +32,22 @@ def stimulus_intervals(session, stimuli: list[str] | None = None) -> dict[str, n
     return out
 
 
-def _block_sums(block, t0, fs, intervals, nperseg, step):
-    sums, counts = K.labelled_sums(block, t0, fs, intervals, nperseg, step)
-    return sums, counts
+def _block_sums(block, start, seg):
+    """One task per LFP block (the task prefix ``block_sums`` is what reliability tests watch)."""
+    return K.block_partial(block, start, seg)
 
 
-def _add(a, b):
-    return a[0] + b[0], a[1] + b[1]
-
-
-def _tree_sum(parts: list):
+def _tree_sum(parts: list, seg):
+    """Balanced tree that only ever joins neighbours, as :func:`K.combine` requires."""
     while len(parts) > 1:
-        parts = [dask.delayed(_add)(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
-                 for i in range(0, len(parts), 2)]
+        parts = [dask.delayed(K.combine)(parts[i], parts[i + 1], seg) if i + 1 < len(parts)
+                 else parts[i] for i in range(0, len(parts), 2)]
     return parts[0]
 
 
-def _to_psd(total, fs, nperseg):
-    sums, counts = total
-    freqs, psd = K.finalize(sums, counts, fs, nperseg)
-    return psd, counts
+def _to_psd(total, fs, nperseg, window):
+    freqs, psd = K.finalize(total.sums, total.counts, fs, nperseg, window)
+    return psd, total.counts
 
 
 def lfp_spectra(session, probe_id: int, stimuli: list[str] | None = None, *,
@@ -55,26 +55,28 @@ def lfp_spectra(session, probe_id: int, stimuli: list[str] | None = None, *,
                 include_all: bool = True, time_range=None) -> xr.DataArray:
     """Welch PSD (V²/Hz) per stimulus and channel: DataArray ``(stimulus, frequency, channel)``.
 
-    Lazy: one task per LFP block plus a tree reduction. ``n_segments`` (per stimulus) says how
-    much data each spectrum rests on. Segments are ``seconds_per_segment`` long (Hann window,
-    ``overlap`` fraction) and lie entirely inside one presentation (or the whole recording for
-    ``"all"``) and inside one block.
+    Lazy: one task per LFP block plus a tree reduction, and one FFT per segment whatever the
+    number of stimuli. Segments are ``seconds_per_segment`` long (Hann window, ``overlap``
+    fraction) on one grid over the whole selection, so ``"all"`` equals ``scipy.signal.welch``
+    of the selected samples (in their float32 precision) whatever the blocks; a stimulus
+    counts the grid segments lying inside its presentations, back-to-back presentations
+    merged. ``n_segments`` (per stimulus) says how much data each spectrum rests on.
     """
     lfp = session.get_lfp(probe_id, time_range=time_range)
     fs = float(lfp.attrs["sampling_rate"])
     nperseg = int(round(seconds_per_segment * fs))
     step = max(1, int(round(nperseg * (1 - overlap))))
     intervals = stimulus_intervals(session, stimuli)
+    times = lfp.time.values
     if include_all:
-        t = lfp.time.values
-        intervals = {ALL: np.array([[t[0], t[-1] + 1.0 / fs]]), **intervals}
+        intervals = {ALL: np.array([[times[0], times[-1] + 1.0 / fs]]), **intervals}
     labels = list(intervals)
+    seg = K.labelled_segmenting(times, intervals, nperseg, step, WINDOW)
     blocks = lfp.data.to_delayed().ravel()
     starts = np.cumsum((0,) + lfp.data.chunks[0][:-1])
-    t_block = lfp.time.values[starts]
-    parts = [dask.delayed(_block_sums)(b, float(t0), fs, intervals, nperseg, step)
-             for b, t0 in zip(blocks, t_block, strict=True)]
-    result = dask.delayed(_to_psd, nout=2)(_tree_sum(parts), fs, nperseg)
+    parts = [dask.delayed(_block_sums)(b, int(i0), seg)
+             for b, i0 in zip(blocks, starts, strict=True)]
+    result = dask.delayed(_to_psd, nout=2)(_tree_sum(parts, seg), fs, nperseg, WINDOW)
     n_freq, n_ch = nperseg // 2 + 1, lfp.sizes["channel"]
     psd = da.from_delayed(result[0], shape=(len(labels), n_freq, n_ch), dtype=np.float64)
     counts = da.from_delayed(result[1], shape=(len(labels),), dtype=np.int64)

@@ -1,13 +1,18 @@
 """Spike-train analyses: PSTHs per unit and per structure, tuning curves (rate per condition).
 
 Built on ``presentationwise_spike_counts`` (lazy, one task per group of units), so they run on
-the cluster and combine across sessions with ``map_sessions``.
+the cluster and combine across sessions with ``map_sessions``. The PSTH itself is the kernel
+``kernels.spikes.psth``, mapped over the same groups of units.
 """
 
 from __future__ import annotations
 
+import dask.array as da
 import numpy as np
 import xarray as xr
+
+from ..allen import NULL
+from ..kernels import spikes as K
 
 
 def psth(session, stimulus_name: str = "flashes", bin_edges=None,
@@ -20,11 +25,13 @@ def psth(session, stimulus_name: str = "flashes", bin_edges=None,
     pres = session.get_stimulus_table(stimulus_name)
     units = session.units if unit_ids is None else session.units.loc[unit_ids]
     counts = session.presentationwise_spike_counts(bin_edges, pres.index, units.index)
-    width = xr.DataArray(np.diff(bin_edges), dims="time_relative_to_stimulus_onset",
-                         coords={"time_relative_to_stimulus_onset":
-                                 counts.time_relative_to_stimulus_onset})
-    rate = counts.astype(np.float64).mean("stimulus_presentation_id") / width
-    rate = rate.transpose("unit_id", "time_relative_to_stimulus_onset")
+    time = "time_relative_to_stimulus_onset"
+    # all presentations in one chunk (they are: chunks are groups of units); a no-op then
+    data = counts.data.rechunk({0: -1})
+    rate = xr.DataArray(da.map_blocks(K.psth, data, bin_edges, drop_axis=0, dtype=np.float64),
+                        dims=(time, "unit_id"),
+                        coords={time: counts[time].values, "unit_id": counts.unit_id.values})
+    rate = rate.transpose("unit_id", time)
     rate = rate.assign_coords(structure_acronym=("unit_id",
                                                  units["structure_acronym"].fillna("").to_numpy(
                                                      object)))
@@ -47,7 +54,7 @@ def tuning_curves(session, stimulus_name: str = "drifting_gratings",
     """Mean firing rate (Hz) per value of ``parameter`` during each presentation:
     ``(unit_id, <parameter>)``. The window defaults to the presentation duration."""
     pres = session.get_stimulus_table(stimulus_name)
-    pres = pres[pres[parameter].astype(str) != "null"]
+    pres = pres[pres[parameter].astype(str) != NULL]
     if window is None:
         window = (0.0, float(pres["duration"].astype(float).min()))
     units = session.units if unit_ids is None else session.units.loc[unit_ids]

@@ -2,45 +2,36 @@
 
 No I/O, no Dask and no xarray in here: plain arrays (and, where AllenSDK returns tables, pandas
 DataFrames) in and out, so each kernel is tested on its own and runs unchanged inside a task.
+Every kernel here is called by the package (``session``, ``analyses``); there is one of each.
 
+- :mod:`.segment_psd` — the Welch PSD: one pass over a probe's blocks gives the spectrum of the
+  whole recording and of every stimulus, one FFT per segment, equal to ``scipy.signal.welch``
+  whatever the blocking (``analyses.spectra``).
 - :mod:`.spikes` — AllenSDK ``EcephysSession`` spike counting, presentation-wise spike tables,
-  stimulus conditions and condition statistics; continuous binning; PSTH.
-- :mod:`.spectra` — block-wise Welch PSD (partials that add up to ``scipy.signal.welch``), segment
-  plans, interval-restricted spectra, band power, band-limited power envelopes.
-- :mod:`.correlation` — Pearson correlations, area averages, block-wise accumulation.
+  stimulus conditions and condition statistics (``session``); the PSTH (``analyses.spiking``).
+- :mod:`.correlation`, :mod:`.correlation_blocks` — counts in presentation bins, condition means
+  removed, Pearson correlations and their area means (``analyses.correlations``).
 """
 
-from .correlation import (
-    CorrelationPartial,
-    area_correlation,
-    area_mean,
-    combine_correlation,
-    correlation_partial,
-    finalize_correlation,
-    pairwise_correlation,
-)
-from .spectra import (
-    WelchPartial,
-    band_limited_power,
-    band_power,
-    empty_partial,
-    intervals_mask,
-    merge_intervals,
-    segment_plan,
-    segment_starts,
-    segments_in_intervals,
+from .correlation import area_mean, pairwise_correlation
+from .correlation_blocks import area_noise_correlation, count_in_bins, remove_group_means
+from .segment_psd import (
+    Partial,
+    Segmenting,
+    block_partial,
+    combine,
+    combine_all,
+    finalize,
+    labelled_segmenting,
+    merge_ranges,
+    sample_ranges,
     welch,
-    welch_partial,
 )
-from .spectra import combine as combine_welch
-from .spectra import finalize as finalize_welch
 from .spikes import (
     assign_condition_ids,
-    bin_spike_trains,
     build_time_window_domain,
     condition_statistics,
     conditionwise_statistics,
-    count_spikes_in_presentations,
     presentationwise_spike_times,
     psth,
     spike_histogram,
@@ -48,34 +39,27 @@ from .spikes import (
 )
 
 __all__ = [
-    "CorrelationPartial",
-    "WelchPartial",
-    "area_correlation",
+    "Partial",
+    "Segmenting",
     "area_mean",
+    "area_noise_correlation",
     "assign_condition_ids",
-    "band_limited_power",
-    "band_power",
-    "bin_spike_trains",
+    "block_partial",
     "build_time_window_domain",
-    "combine_correlation",
-    "combine_welch",
+    "combine",
+    "combine_all",
     "condition_statistics",
     "conditionwise_statistics",
-    "correlation_partial",
-    "count_spikes_in_presentations",
-    "empty_partial",
-    "finalize_correlation",
-    "finalize_welch",
-    "intervals_mask",
-    "merge_intervals",
+    "count_in_bins",
+    "finalize",
+    "labelled_segmenting",
+    "merge_ranges",
     "pairwise_correlation",
     "presentationwise_spike_times",
     "psth",
-    "segment_plan",
-    "segment_starts",
-    "segments_in_intervals",
+    "remove_group_means",
+    "sample_ranges",
     "spike_histogram",
     "spike_histogram_domain",
     "welch",
-    "welch_partial",
 ]

@@ -1,16 +1,13 @@
-"""Pearson correlations of binned signals (spike counts, band power) and their area averages.
+"""Pearson correlations between units and their averages per pair of brain areas.
 
-Correlations over a long recording are accumulated block by block: each block of bins yields a
-:class:`CorrelationPartial` (count, means and co-moment matrix), partials are merged with Chan et
-al.'s pairwise update (numerically stable: no ``sum(x*y) - sum(x)*sum(y)/n`` cancellation when
-means are large relative to fluctuations), and :func:`finalize_correlation` divides once at the end.
-The result equals ``np.corrcoef`` on the whole array to float precision, whatever the blocking.
+The noise-correlation analysis (``analyses.correlations``) counts spikes in bins inside the
+presentations, removes condition means (``correlation_blocks``), then calls these two: one
+correlation matrix over all bins of one stimulus (small: units × units), then area means.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -86,69 +83,3 @@ def area_mean(corr: np.ndarray, areas: Sequence) -> tuple[np.ndarray, np.ndarray
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(pairs > 0, total / pairs, np.nan)
     return labels, mean
-
-
-def area_correlation(counts: np.ndarray, areas: Sequence) -> tuple[np.ndarray, np.ndarray]:
-    """Pairwise unit correlations averaged by area pair (:func:`area_mean` of
-    :func:`pairwise_correlation`)."""
-    return area_mean(pairwise_correlation(counts), areas)
-
-
-# ---- block-wise accumulation ----------------------------------------------------------------------
-@dataclass(frozen=True)
-class CorrelationPartial:
-    """Sufficient statistics of a block of bins: ``n``, per-signal ``mean``, ``comoment``.
-
-    ``comoment = (x - mean) @ (x - mean).T`` over the block's bins; merging two partials adds the
-    co-moments plus ``outer(d, d) * n_a * n_b / n`` with ``d`` the difference of the means.
-    """
-
-    n: int
-    mean: np.ndarray
-    comoment: np.ndarray
-
-    def __add__(self, other: CorrelationPartial) -> CorrelationPartial:
-        return combine_correlation([self, other])
-
-
-def correlation_partial(x: np.ndarray) -> CorrelationPartial:
-    """Partial of one block ``(n_signals, n_bins_in_block)`` (bins may be zero)."""
-    x = _as_float2d(x)
-    n = x.shape[1]
-    if n == 0:
-        return CorrelationPartial(0, np.zeros(x.shape[0]), np.zeros((x.shape[0], x.shape[0])))
-    mean = x.mean(axis=1)
-    xc = x - mean[:, None]
-    return CorrelationPartial(n, mean, xc @ xc.T)
-
-
-def _merge(a: CorrelationPartial, b: CorrelationPartial) -> CorrelationPartial:
-    if a.mean.shape != b.mean.shape:
-        raise ValueError(f"partials of {a.mean.size} and {b.mean.size} signals")
-    if a.n == 0:
-        return b
-    if b.n == 0:
-        return a
-    n = a.n + b.n
-    d = b.mean - a.mean
-    mean = a.mean + d * (b.n / n)
-    comoment = a.comoment + b.comoment + np.outer(d, d) * (a.n * b.n / n)
-    return CorrelationPartial(n, mean, comoment)
-
-
-def combine_correlation(partials: Iterable[CorrelationPartial]) -> CorrelationPartial:
-    """Merge partials of disjoint blocks of bins (associative; order changes only rounding)."""
-    partials = list(partials)
-    if not partials:
-        raise ValueError("combine_correlation needs at least one partial")
-    while len(partials) > 1:  # pairwise tree: balanced rounding for many blocks
-        partials = [_merge(partials[i], partials[i + 1]) if i + 1 < len(partials)
-                    else partials[i] for i in range(0, len(partials), 2)]
-    return partials[0]
-
-
-def finalize_correlation(partial: CorrelationPartial) -> np.ndarray:
-    """Correlation matrix of everything accumulated (NaN rows for zero-variance signals)."""
-    if partial.n == 0:
-        return np.full(partial.comoment.shape, np.nan)
-    return _normalise(partial.comoment.copy())

@@ -14,8 +14,8 @@ def count_in_bins(trains: Sequence[np.ndarray], starts: np.ndarray,
                   ends: np.ndarray) -> np.ndarray:
     """Spikes of each sorted train in each half-open bin ``[start, end)``: ``(n_units, n_bins)``.
 
-    Unlike :func:`.spikes.bin_spike_trains` the bins need not be contiguous: they tile the
-    presentations of one stimulus and skip everything between them.
+    The bins need not be contiguous: they tile the presentations of one stimulus and skip
+    everything between them. Half-open, so a spike on the edge of two adjacent bins counts once.
     """
     out = np.empty((len(trains), len(starts)), dtype=np.int32)
     for i, t in enumerate(trains):

@@ -13,9 +13,9 @@ numbers match what Allen users already have:
 * ``presentationwise_spike_times`` / :func:`presentationwise_spike_times` assign a spike to the
   presentation whose ``(start_time, stop_time]`` contains it (half-open on the left). A spike at the
   shared boundary of two back-to-back presentations belongs to the earlier one.
-* :func:`bin_spike_trains` (not an AllenSDK function: long continuous binning for correlations)
-  uses half-open ``[e_k, e_k+1)`` bins so that binning adjacent time blocks separately and
-  concatenating equals binning the whole recording.
+
+Bins for noise correlations (half-open, only inside presentations) are counted by
+:func:`.correlation_blocks.count_in_bins`.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
+from ..allen import NULL
+
 #: presentation columns that are not stimulus parameters (AllenSDK's ``NON_STIMULUS_PARAMETERS``)
 NON_STIMULUS_PARAMETERS = ("start_time", "stop_time", "duration", "stimulus_block",
                            "stimulus_condition_id")
-#: AllenSDK's placeholder for "parameter does not apply"; pandas does not treat it as missing
-NULL = "null"
 
 SpikeTrains = Sequence[np.ndarray] | Mapping[Any, np.ndarray]
 
@@ -150,7 +150,7 @@ def spike_histogram(spike_times: SpikeTrains, starts: np.ndarray, bin_edges: np.
                                   unit_ids=unit_ids)
 
 
-def psth(counts: np.ndarray, bin_edges: np.ndarray, axis: int = 0) -> np.ndarray:
+def psth(counts: np.ndarray, bin_edges: np.ndarray) -> np.ndarray:
     """Peri-stimulus time histogram: mean firing rate (Hz) per bin across presentations.
 
     Dividing the mean count by each bin's width (bins may be unequal) gives spikes per second, the
@@ -158,84 +158,24 @@ def psth(counts: np.ndarray, bin_edges: np.ndarray, axis: int = 0) -> np.ndarray
 
     Parameters
     ----------
-    counts : ndarray (n_presentations, n_bins, n_units)
-        From :func:`spike_histogram` (any integer or float dtype; never summed in that dtype).
+    counts : ndarray (n_presentations, n_bins, ...)
+        From :func:`spike_histogram` (any integer or float dtype; summed in float64, never in
+        that dtype, so uint16 counts of many presentations cannot wrap).
     bin_edges : ndarray (n_bins + 1,)
         Relative edges, seconds.
-    axis : int
-        The presentation axis, averaged over.
 
     Returns
     -------
-    ndarray (n_bins, n_units), float64
+    ndarray (n_bins, ...), float64
     """
     counts = np.asarray(counts)
     widths = np.diff(np.asarray(bin_edges, dtype=np.float64))
-    n = counts.shape[axis]
+    if counts.ndim < 2 or counts.shape[1] != widths.size:
+        raise ValueError(f"counts of shape {counts.shape} do not have the {widths.size} bins of "
+                         "bin_edges on axis 1")
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = counts.sum(axis=axis, dtype=np.float64) / n
-        shape = [1] * mean.ndim
-        shape[0] = widths.size
-        return mean / widths.reshape(shape)
-
-
-# ---- continuous binning (correlations) -----------------------------------------------------------
-def bin_spike_trains(spike_times: SpikeTrains, edges: np.ndarray, dtype=np.int32,
-                     assume_sorted: bool = True, unit_ids=None) -> np.ndarray:
-    """Spike counts of many units in contiguous bins ``[edges[k], edges[k+1])``.
-
-    Cost is O(spikes in range × log n_bins): each sorted train is first cut to
-    ``[edges[0], edges[-1])`` by two binary searches, then its spikes are located among the edges
-    and counted with ``bincount``. That keeps block-wise binning of a long recording (one call per
-    time block) linear in the total number of spikes. Bins are half-open so that adjacent blocks
-    sharing an edge count every spike exactly once; this equals ``np.histogram`` except for spikes
-    exactly on the last edge, which ``np.histogram`` puts in the last bin.
-
-    Parameters
-    ----------
-    spike_times : sequence of ndarray, or mapping unit id -> ndarray
-        Spike trains, seconds.
-    edges : ndarray (n_bins + 1,)
-        Increasing absolute bin edges, seconds.
-    dtype : numpy dtype
-        Output dtype (int32 by default: half the memory of int64 for long recordings); a count that
-        does not fit raises rather than wraps.
-    assume_sorted : bool
-        Trains are sorted (true of NWB files); otherwise they are masked instead of cut, O(spikes).
-    unit_ids : sequence, optional
-        Order of units when ``spike_times`` is a mapping.
-
-    Returns
-    -------
-    ndarray (n_units, n_bins)
-    """
-    trains, _ = _as_trains(spike_times, unit_ids)
-    edges = np.asarray(edges, dtype=np.float64)
-    if edges.ndim != 1 or edges.size < 1:
-        raise ValueError("edges must be a 1-D array of at least one edge")
-    if np.any(np.diff(edges) <= 0):
-        raise ValueError("edges must be strictly increasing")
-    n_bins = edges.size - 1
-    out = np.zeros((len(trains), n_bins), dtype=dtype)
-    if n_bins == 0:
-        return out
-    lo, hi = edges[0], edges[-1]
-    limit = np.iinfo(dtype).max if np.issubdtype(out.dtype, np.integer) else np.inf
-    for i, data in enumerate(trains):
-        data = np.asarray(data)
-        if assume_sorted:
-            data = data[np.searchsorted(data, lo, side="left"):np.searchsorted(data, hi,
-                                                                               side="left")]
-        else:
-            data = data[(data >= lo) & (data < hi)]
-        if data.size == 0:
-            continue
-        idx = np.searchsorted(edges, data, side="right") - 1
-        counts = np.bincount(idx, minlength=n_bins)
-        if counts.max() > limit:
-            raise OverflowError(f"a bin holds {counts.max()} spikes, more than {out.dtype} holds")
-        out[i] = counts
-    return out
+        mean = counts.sum(axis=0, dtype=np.float64) / counts.shape[0]
+    return mean / widths.reshape((-1,) + (1,) * (mean.ndim - 1))
 
 
 # ---- presentation assignment (presentationwise_spike_times) --------------------------------------
@@ -244,33 +184,6 @@ def _interleaved(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
     times[::2] = starts
     times[1::2] = stops
     return times
-
-
-def count_spikes_in_presentations(spike_times: SpikeTrains, starts: np.ndarray,
-                                  stops: np.ndarray, unit_ids=None) -> np.ndarray:
-    """Spikes per (presentation, unit) by the rule of ``presentationwise_spike_times``.
-
-    A spike belongs to the presentation whose ``(start, stop]`` contains it. This gives the same
-    counts as grouping :func:`presentationwise_spike_times`' table, without building a row per
-    spike, so the Dask layer can compute condition statistics per group of units cheaply.
-    Presentations must be in time order and must not overlap (as in Allen's stimulus table).
-
-    Returns
-    -------
-    ndarray (n_presentations, n_units), int64
-    """
-    trains, _ = _as_trains(spike_times, unit_ids)
-    starts = np.asarray(starts, dtype=np.float64)
-    stops = np.asarray(stops, dtype=np.float64)
-    times = _interleaved(starts, stops)
-    out = np.zeros((len(starts), len(trains)), dtype=np.int64)
-    if len(starts) == 0:
-        return out
-    for i, data in enumerate(trains):
-        pos = np.searchsorted(times, np.asarray(data)) - 1
-        pos = pos[pos % 2 == 0]
-        out[:, i] = np.bincount(pos // 2, minlength=len(starts))
-    return out
 
 
 _SPIKE_TIME_COLUMNS = ("stimulus_presentation_id", "unit_id",
@@ -408,7 +321,8 @@ def condition_statistics(counts: np.ndarray, condition_ids: np.ndarray, unit_ids
     Parameters
     ----------
     counts : ndarray (n_presentations, n_units)
-        From :func:`count_spikes_in_presentations`.
+        Spikes per presentation and unit (:func:`conditionwise_statistics` counts them from the
+        presentation-wise spike table).
     condition_ids : ndarray (n_presentations,)
     unit_ids : array-like (n_units,)
     durations : ndarray (n_presentations,), optional
