@@ -16,6 +16,5 @@ h5py over fsspec defaults, the AllenSDK way; AllenSDK 2.16.2 itself, in its own 
 ``allensdk_side.py`` for row 6); how things are measured in ``measure.py``; the
 run itself (data, server, clusters, the results file) in ``runner.py``.
 
-    .venv/bin/python -m benchmarks --preset bench --latency 0.02,0.05
-    neuropixels-dask bench --preset tiny --reps 1            # the same, from the CLI
+    .venv/bin/python -m benchmarks --preset bench --latency 0.02,0.05   # from the checkout
 """

@@ -2,7 +2,7 @@
 
 * **Time**: ``time.perf_counter`` around exactly the user-visible work (cluster start-up and the
   statistics calls themselves are outside).
-* **Bytes and requests**: the counting proxy of :class:`~neuropixels_dask.s3server.LocalS3Server`
+* **Bytes and requests**: the counting proxy of :class:`~neuropixels_dask.local.s3server.LocalS3Server`
   (``stats()``): every HTTP request any client in any process made, and the response body bytes
   the server sent, retries included. The source of truth for s3fs, h5py-over-fsspec, remfile over
   presigned URLs and Dask workers alike.
@@ -203,11 +203,9 @@ def clear_caches() -> None:
     """Forget open files and cached metadata in this process, so the next read starts cold."""
     import s3fs
 
-    from neuropixels_dask import storage
-    from neuropixels_dask.readers import zarr as zr
+    from neuropixels_dask import caching
 
-    storage.handles.clear()
-    zr.clear_caches()
+    caching.clear_all()
     for fs in list(s3fs.S3FileSystem._cache.values()):
         fs.invalidate_cache()
     gc.collect()

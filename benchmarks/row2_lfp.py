@@ -12,7 +12,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
-from neuropixels_dask import lfp as lfp_mod
+from neuropixels_dask.tasks import lfp as lfp_mod
 
 from . import comparators as C
 from .measure import MB, Meter, Result, RowReport, Target, clear_caches

@@ -20,6 +20,7 @@ import tempfile
 
 import numpy as np
 
+from neuropixels_dask import zarrstore as zs
 from neuropixels_dask.analyses import lfp_spectra
 
 from . import comparators as C
@@ -86,14 +87,12 @@ def allensdk_once(bench, sid: int, pid: int) -> tuple[Sample, dict, np.ndarray]:
 
 def lfp_storage(bench) -> tuple[int, int]:
     """Bytes of every probe's LFP: the NWB LFP files and the Zarr copy's LFP groups."""
-    from neuropixels_dask.readers import zarr as zr
-
     nwb = zarr = 0
     for sid in bench.sessions:
-        store = bench.zarr_dir / f"session_{sid}" / zr.store_name(sid)
+        store = bench.zarr_dir / f"session_{sid}" / zs.store_name(sid)
         for pid in bench.lfp_probes[sid]:
             nwb += bench.lfp_file_size(sid, pid)
-            zarr += sum(p.stat().st_size for p in (store / zr.lfp_group_path(pid)).rglob("*")
+            zarr += sum(p.stat().st_size for p in (store / zs.lfp_group_path(pid)).rglob("*")
                         if p.is_file())
     return nwb, zarr
 

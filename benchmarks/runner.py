@@ -3,7 +3,7 @@
 1. **Data.** The synthetic cache of ``--preset`` is generated once into ``--data-dir``
    (``benchmarks/data/``, git-ignored) and reused; ``--cache-dir`` uses an existing NWB cache.
    Its Zarr copy is made next to it with ``convert`` (resumable; also reused).
-2. **Server.** One :class:`~neuropixels_dask.s3server.LocalS3Server` serves both folders in
+2. **Server.** One :class:`~neuropixels_dask.local.s3server.LocalS3Server` serves both folders in
    place (``mounts=``), behind the counting proxy (its own process), with ``--latency`` added to
    every request: ``0.03`` (fixed) or ``0.02,0.05`` (uniform), like an object store seen from a
    compute node, so that request counts cost what they cost in the cloud.
@@ -112,8 +112,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def prepare_nwb(args) -> Path:
     """The NWB cache: ``--cache-dir``, else the preset under ``--data-dir`` (generated once)."""
-    from neuropixels_dask.synth import generate_cache
-    from neuropixels_dask.synth.generate import GROUND_TRUTH_FILE
+    from neuropixels_dask.local.synth import generate_cache
+    from neuropixels_dask.local.synth.generate import GROUND_TRUTH_FILE
 
     if args.cache_dir is not None:
         if not (args.cache_dir / "manifest.json").exists():
@@ -223,11 +223,11 @@ class Bench:
 
     def zarr_lfp_objects(self, sid: int, pid: int) -> list[str]:
         """URLs of the shard objects of a probe's LFP array in the Zarr copy."""
-        from neuropixels_dask.readers import zarr as zr
+        from neuropixels_dask import zarrstore as zs
 
         assert self.zarr_dir is not None
-        array = (self.zarr_dir / f"session_{sid}" / zr.store_name(sid)
-                 / zr.lfp_group_path(pid) / "data")
+        array = (self.zarr_dir / f"session_{sid}" / zs.store_name(sid)
+                 / zs.lfp_group_path(pid) / "data")
         return [f"{self.zarr_url}/{p.relative_to(self.zarr_dir).as_posix()}"
                 for p in sorted((array / "c").rglob("*")) if p.is_file()]
 
@@ -277,7 +277,7 @@ class Bench:
 def run(args) -> Path:
     import importlib
 
-    from neuropixels_dask.s3server import LocalS3Server
+    from neuropixels_dask.local.s3server import LocalS3Server
 
     def log(msg: str) -> None:
         if not args.quiet:

@@ -29,18 +29,15 @@ from dataclasses import dataclass
 import numpy as np
 import zarr
 
-from neuropixels_dask import storage
-from neuropixels_dask.convert import (
-    LFP_VOLTS_PER_BIT,
-    Layout,
-    create_lfp_arrays,
-    encode_lfp_int16,
-)
-from neuropixels_dask.countingfs import count_requests
-from neuropixels_dask.lfp import block_bounds
+from neuropixels_dask import caching, storage
+from neuropixels_dask import zarrstore as zs
+from neuropixels_dask.convert import create_lfp_arrays
+from neuropixels_dask.local.counting import count_requests
 from neuropixels_dask.readers import nwb
 from neuropixels_dask.readers import zarr as zr
 from neuropixels_dask.readers.base import LFPSource
+from neuropixels_dask.tasks.lfp import block_bounds
+from neuropixels_dask.zarrstore import LFP_VOLTS_PER_BIT, Layout, encode_lfp_int16
 
 
 @dataclass(frozen=True)
@@ -52,29 +49,29 @@ class Candidate:
 
 CANDIDATES = [
     Candidate("0.5 s chunks, 64 s shards, int16", Layout(lfp_chunk=625, lfp_chunks_per_shard=128),
-              zr.ENCODING_INT16),
+              zs.ENCODING_INT16),
     Candidate("1 s chunks, 16 s shards, int16", Layout(lfp_chunk=1250, lfp_chunks_per_shard=16),
-              zr.ENCODING_INT16),
+              zs.ENCODING_INT16),
     Candidate("1 s chunks, 64 s shards, int16", Layout(lfp_chunk=1250, lfp_chunks_per_shard=64),
-              zr.ENCODING_INT16),
+              zs.ENCODING_INT16),
     Candidate("1 s chunks, 256 s shards, int16",
-              Layout(lfp_chunk=1250, lfp_chunks_per_shard=256), zr.ENCODING_INT16),
+              Layout(lfp_chunk=1250, lfp_chunks_per_shard=256), zs.ENCODING_INT16),
     Candidate("2 s chunks, 64 s shards, int16", Layout(lfp_chunk=2500, lfp_chunks_per_shard=32),
-              zr.ENCODING_INT16),
+              zs.ENCODING_INT16),
     Candidate("4 s chunks, 64 s shards, int16", Layout(lfp_chunk=5000, lfp_chunks_per_shard=16),
-              zr.ENCODING_INT16),
+              zs.ENCODING_INT16),
     Candidate("1 s chunks, no shards, int16", Layout(lfp_chunk=1250, lfp_chunks_per_shard=1),
-              zr.ENCODING_INT16),
+              zs.ENCODING_INT16),
     Candidate("16 s chunks, no shards, int16", Layout(lfp_chunk=20000, lfp_chunks_per_shard=1),
-              zr.ENCODING_INT16),
+              zs.ENCODING_INT16),
     Candidate("1 s chunks, 64 s shards, float32+zstd7",
-              Layout(lfp_chunk=1250, lfp_chunks_per_shard=64), zr.ENCODING_FLOAT32),
+              Layout(lfp_chunk=1250, lfp_chunks_per_shard=64), zs.ENCODING_FLOAT32),
 ]
 
 
 def ensure_cache(path: str) -> str:
     """The demo preset, one session (generated once, ~40 s)."""
-    from neuropixels_dask.synth import generate_cache
+    from neuropixels_dask.local.synth import generate_cache
 
     generate_cache(path, "demo", n_sessions=1, progress=False)
     return path
@@ -113,14 +110,14 @@ def measure_reads(src: LFPSource, server, read, starts: np.ndarray, block: int, 
 
 def write_candidate(root_url: str, options: dict, cand: Candidate, src: LFPSource,
                     data: np.ndarray) -> None:
-    store = zr.open_store(root_url, options, read_only=False)
+    store = zs.open_store(root_url, options, read_only=False)
     root = zarr.open_group(store, mode="w", zarr_format=3)
     create_lfp_arrays(root, "lfp", src, cand.encoding, cand.layout)
     arr = root["lfp/data"]
     step = (arr.shards or arr.chunks)[0]
     for i in range(0, src.shape[0], step):
         block = data[i:i + step]
-        if cand.encoding == zr.ENCODING_INT16:
+        if cand.encoding == zs.ENCODING_INT16:
             block = encode_lfp_int16(block, LFP_VOLTS_PER_BIT)
             assert block is not None, "int16 candidate needs data on the 0.195 µV grid"
         arr[i:i + step] = block
@@ -137,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="also write the markdown table here")
     args = p.parse_args(argv)
 
-    from neuropixels_dask.s3server import LocalS3Server
+    from neuropixels_dask.local.s3server import LocalS3Server
 
     if not os.path.exists(os.path.join(args.cache, "manifest.json")):
         print(f"generating the demo cache at {args.cache} …", file=sys.stderr)
@@ -164,12 +161,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.only and not any(o in cand.name for o in args.only):
                 continue
             url = s3.url(f"layouts/{len(rows)}.zarr")
-            values = grid if cand.encoding == zr.ENCODING_INT16 else data
+            values = grid if cand.encoding == zs.ENCODING_INT16 else data
             t0 = time.perf_counter()
             write_candidate(url, direct, cand, nsrc, values)
             t_write = time.perf_counter() - t0
-            zr.clear_caches()
-            arr = zarr.open_array(zr.open_store(url, direct), path="lfp/data", mode="r")
+            caching.clear_all()
+            arr = zarr.open_array(zs.open_store(url, direct), path="lfp/data", mode="r")
             zsrc = LFPSource("zarr", url, opts, "lfp/data", "lfp/timestamps", nsrc.shape,
                              ((arr.shards or arr.chunks)[0], nsrc.shape[1]), "<f4",
                              channel_ids=nsrc.channel_ids, t_first=nsrc.t_first,
@@ -185,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             r["write_s"] = t_write
             rows.append((cand.name, size, n_obj, r))
             fs.rm(prefix, recursive=True)
-        storage.handles.clear()  # close HDF5 handles on s3fs files while the loop still runs
+        caching.clear_all()  # close HDF5 handles on s3fs files while the loop still runs
 
     n, c = nsrc.shape
     head = (f"Probe {pid}: {n} samples × {c} channels ({n / nsrc.rate:.0f} s, "

@@ -8,13 +8,15 @@ import shutil
 import hypothesis  # noqa: F401
 import pytest
 
-from neuropixels_dask.synth import generate_cache
+from neuropixels_dask.local.synth import generate_cache
 
 # hypothesis is imported here, at collection, on purpose: its pytest plugin otherwise imports it
 # in the terminal summary, while Dask/tornado threads may still be compiling, and CPython 3.11.7's
 # AST validator is not thread-safe ("SystemError: AST constructor recursion depth mismatch").
 
 CACHE_PREFIX = "visual-coding-neuropixels/ecephys-cache"
+
+pytest_plugins = ["plugins.chart"]  # the chart kit, tests/plugins/chart.py (chart, reliability)
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +30,7 @@ def tiny_cache_dir(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def s3_server():
     """A moto S3 server in its own process on 127.0.0.1, behind a counting proxy."""
-    from neuropixels_dask.s3server import LocalS3Server
+    from neuropixels_dask.local.s3server import LocalS3Server
 
     with LocalS3Server(proxy=True) as server:
         yield server
@@ -72,8 +74,6 @@ def close_handles_after_module():
     """Close cached HDF5 handles and Zarr caches once a module is done, before module-scoped
     S3 servers and temporary folders go away (use with ``pytestmark``)."""
     yield
-    from neuropixels_dask import storage
-    from neuropixels_dask.readers import zarr as zr
+    from neuropixels_dask import caching
 
-    storage.handles.clear()
-    zr.clear_caches()
+    caching.clear_all()

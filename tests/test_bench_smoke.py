@@ -71,11 +71,17 @@ def test_values_agree_between_sides(bench_run):
         assert "AllenSDK 2.16.2 ran itself" in text  # the tiny cache is AllenSDK-readable
 
 
-def test_cli_has_bench():
-    from neuropixels_dask.cli import build_parser
+def test_runner_arguments():
+    """``python -m benchmarks`` parses worker counts and latency ranges, and refuses a range
+    that runs backwards."""
+    sys.path.insert(0, str(REPO))  # the benchmarks package lives in the checkout, not the wheel
+    try:
+        from benchmarks.runner import build_parser
+    finally:
+        sys.path.remove(str(REPO))
 
-    args = build_parser().parse_args(["bench", "--preset", "tiny", "--workers", "1,2,4,8,16",
+    args = build_parser().parse_args(["--preset", "tiny", "--workers", "1,2,4,8,16",
                                       "--latency", "0.02,0.05"])
     assert args.workers == [1, 2, 4, 8, 16] and args.latency == (0.02, 0.05)
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["bench", "--latency", "0.05,0.02"])
+        build_parser().parse_args(["--latency", "0.05,0.02"])

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from neuropixels_dask import storage
+from neuropixels_dask import caching, storage
 from neuropixels_dask.readers import chunkindex
 
 
@@ -133,10 +133,10 @@ def test_a_cold_window_costs_a_few_metadata_requests(s3_server, s3_cache, tiny_c
         touched = sum(ds.id.get_chunk_info_by_coord((ds.chunks[0], c)).size
                       for c in range(ds.shape[1]))
     with dask.config.set(scheduler="sync"):
-        storage.handles.clear()  # forgets the chunk indexes too
+        caching.clear_all()  # forgets the chunk indexes too
         window.values  # noqa: B018 - opens the file again, cold index
-        storage.handles.clear()
-        assert len(nwb._indexes._items) == 0
+        caching.clear_all()
+        assert len(nwb.indexes) == 0
         s3_server.reset_stats()
         cold = window.values
         first = s3_server.stats()

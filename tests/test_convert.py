@@ -17,10 +17,11 @@ import zarr
 
 import neuropixels_dask as npd
 from neuropixels_dask import convert as cv
+from neuropixels_dask import zarrstore as zs
 from neuropixels_dask.errors import CacheNotFoundError, InvalidFileError
 from neuropixels_dask.readers import zarr as zr
 
-SMALL = cv.Layout(lfp_chunk=1250, lfp_chunks_per_shard=16, spike_chunk=4096)
+SMALL = zs.Layout(lfp_chunk=1250, lfp_chunks_per_shard=16, spike_chunk=4096)
 
 
 pytestmark = pytest.mark.usefixtures("close_handles_after_module")
@@ -32,7 +33,7 @@ def sid(tiny_cache_dir) -> int:
 
 
 def _store(dst: str, sid: int) -> str:
-    return zr.store_url(os.path.join(dst, f"session_{sid}"), sid)
+    return zs.store_url(os.path.join(dst, f"session_{sid}"), sid)
 
 
 def assert_same_data(src: str, dst: str, sid: int) -> None:
@@ -59,17 +60,17 @@ def assert_same_data(src: str, dst: str, sid: int) -> None:
 
 
 def test_int16_encoding_is_exact_or_refused():
-    q = cv.LFP_VOLTS_PER_BIT
+    q = zs.LFP_VOLTS_PER_BIT
     k = np.arange(-32768, 32768, dtype=np.int64)
     volts = (k * q).astype(np.float32).reshape(-1, 16)  # every int16 value, Allen's way
-    counts = cv.encode_lfp_int16(volts, q)
+    counts = zs.encode_lfp_int16(volts, q)
     assert counts is not None and counts.dtype == np.int16
-    assert zr.decode_lfp(counts, q).tobytes() == volts.tobytes()
+    assert zs.decode_lfp(counts, q).tobytes() == volts.tobytes()
     for bad in (np.float32(-0.0), np.float32(0.5 * q), np.float32(np.nan),
                 np.float32(40000 * q)):
         x = volts.copy()
         x[3, 2] = bad
-        assert cv.encode_lfp_int16(x, q) is None, bad
+        assert zs.encode_lfp_int16(x, q) is None, bad
 
 
 def test_interrupted_conversion_resumes(tiny_cache_dir, tmp_path, sid, monkeypatch):
@@ -92,7 +93,7 @@ def test_interrupted_conversion_resumes(tiny_cache_dir, tmp_path, sid, monkeypat
     assert cache.format == "zarr"
     with pytest.raises(InvalidFileError, match="rerun|Rerun"):
         cache.get_session_data(sid)
-    progress = os.path.join(_store(dst, sid), cv.PROGRESS_DIR)
+    progress = os.path.join(_store(dst, sid), zs.PROGRESS_DIR)
     assert os.path.exists(os.path.join(progress, "tables"))
     done = [f for d, _, fs in os.walk(progress) for f in fs if d != progress]
     lfp_done = [f for d, _, fs in os.walk(os.path.join(progress, "lfp")) for f in fs]
@@ -107,7 +108,7 @@ def test_interrupted_conversion_resumes(tiny_cache_dir, tmp_path, sid, monkeypat
     n_spike = -(-int(zr.ZarrSessionReader(os.path.join(dst, f"session_{sid}"),
                                           sid).spike_index()[-1]) // SMALL.spike_chunk)
     assert r.blocks_written + r.blocks_skipped == n_lfp + n_spike
-    assert not os.path.exists(os.path.join(_store(dst, sid), cv.PROGRESS_DIR))
+    assert not os.path.exists(os.path.join(_store(dst, sid), zs.PROGRESS_DIR))
     assert_same_data(tiny_cache_dir, dst, sid)
     (again,) = cv.convert(tiny_cache_dir, dst, [sid], progress=False)
     assert again.status == "already complete" and again.blocks_written == 0
@@ -131,7 +132,7 @@ def test_killed_cli_run_resumes(tiny_cache_dir, tmp_path, sid):
     """)
     proc = subprocess.Popen([sys.executable, "-c", slow], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
-    lfp_markers = os.path.join(_store(dst, sid), cv.PROGRESS_DIR, "lfp")
+    lfp_markers = os.path.join(_store(dst, sid), zs.PROGRESS_DIR, "lfp")
     deadline = time.monotonic() + 60
     try:
         while time.monotonic() < deadline and proc.poll() is None:
@@ -180,7 +181,7 @@ def test_cache_level_files(tiny_cache_dir, tmp_path, sid):
             assert a.read() == b.read(), name
     with open(os.path.join(dst, "manifest.json")) as f:
         entries = json.load(f)["manifest"]
-    assert [e for e in entries if e.get("key") == "session_zarr"] == [cv.MANIFEST_ENTRY]
+    assert [e for e in entries if e.get("key") == "session_zarr"] == [zs.MANIFEST_ENTRY]
     cache = npd.open_cache(dst)
     assert cache.format == "zarr"
     others = [int(s) for s in cache.get_session_table().index if int(s) != sid]

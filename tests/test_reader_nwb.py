@@ -1,5 +1,5 @@
-"""Laziness and transfer budgets, counted on the wire by the local S3 server's proxy,
-and the whole API on a real multi-process LocalCluster."""
+"""The NWB reader: laziness and transfer budgets, counted on the wire by the local S3 server's
+proxy."""
 
 from __future__ import annotations
 
@@ -7,17 +7,16 @@ import os
 
 import dask
 import h5py
-import numpy as np
 import pytest
 
 import neuropixels_dask as npd
-from neuropixels_dask import storage
+from neuropixels_dask import caching
 
 
 @pytest.fixture
 def fresh_cache(s3_cache):
     """A cache whose files are not yet open in this process (so every read is counted)."""
-    storage.handles.clear()
+    caching.clear_all()
     url, so = s3_cache
     return npd.open_cache(url, **so)
 
@@ -73,28 +72,3 @@ def test_lfp_is_lazy_and_reads_only_touched_chunks(fresh_cache, s3_server, tiny_
     data = s3_server.stats()
     assert data.bytes <= 1.2 * touched, (data.bytes, touched)
     assert data.get_requests <= ds.shape[1] + 2
-
-
-def test_api_on_multiprocess_local_cluster(s3_cache, local_client):
-    url, so = s3_cache
-    cache = npd.open_cache(url, **so)
-    session = cache.get_session_data(int(cache.get_session_table().index[0]))
-    assert npd.get_client() is local_client
-    pid = int(session.probes.index[0])
-    lfp = session.get_lfp(pid)
-    mean = lfp.mean("time").compute()
-    with dask.config.set(scheduler="sync"):
-        expected = lfp.mean("time").compute()
-    np.testing.assert_allclose(mean.values, expected.values, rtol=1e-6)
-    pres = session.get_stimulus_table("flashes").index
-    counts = session.presentationwise_spike_counts(np.linspace(0, 0.2, 11), pres,
-                                                   session.units.index).compute()
-    with dask.config.set(scheduler="sync"):
-        ref = session.presentationwise_spike_counts(np.linspace(0, 0.2, 11), pres,
-                                                    session.units.index).compute()
-    np.testing.assert_array_equal(counts.values, ref.values)
-    # the reads ran in the worker processes, which opened the files themselves
-    opened = local_client.run(lambda: len(__import__("neuropixels_dask").storage.handles))
-    assert len(opened) == 2 and sum(opened.values()) >= 1
-    pids = local_client.run(os.getpid)
-    assert os.getpid() not in pids.values()

@@ -19,11 +19,13 @@ import pytest
 import xarray as xr
 
 import neuropixels_dask as npd
-from neuropixels_dask.convert import Layout, convert
-from neuropixels_dask.countingfs import count_requests
+from neuropixels_dask import zarrstore as zs
+from neuropixels_dask.convert import convert
 from neuropixels_dask.errors import CacheNotFoundError, InvalidFileError, NoLFPError
+from neuropixels_dask.local.counting import count_requests
 from neuropixels_dask.readers import nwb, read_lfp_block, read_spike_ranges, read_timestamps
 from neuropixels_dask.readers import zarr as zr
+from neuropixels_dask.zarrstore import Layout
 
 #: small shards and spike chunks, so that a tiny probe spans many blocks and chunk boundaries
 SMALL = Layout(lfp_chunk=1250, lfp_chunks_per_shard=16, spike_chunk=4096)
@@ -81,9 +83,9 @@ def _session_ids(cache) -> list[int]:
 def test_conversion_picked_the_encodings(pair):
     r = pair["results"][pair["sid"]]
     assert r.verified and r.status == "converted"
-    assert r.lfp_encodings[pair["int16_probe"]] == zr.ENCODING_INT16
-    assert r.lfp_encodings[pair["fallback_probe"]] == zr.ENCODING_FLOAT32
-    store = zr.store_url(os.path.join(pair["dst"], f"session_{pair['sid']}"), pair["sid"])
+    assert r.lfp_encodings[pair["int16_probe"]] == zs.ENCODING_INT16
+    assert r.lfp_encodings[pair["fallback_probe"]] == zs.ENCODING_FLOAT32
+    store = zs.store_url(os.path.join(pair["dst"], f"session_{pair['sid']}"), pair["sid"])
     root = zr.open_root(store, None)
     assert root[f"lfp/probe_{pair['int16_probe']}/data"].dtype == np.int16
     assert root[f"lfp/probe_{pair['fallback_probe']}/data"].dtype == np.float32
@@ -199,7 +201,7 @@ def test_probe_without_lfp(caches):
 
 def test_xarray_opens_a_probe_group(pair):
     sid, pid = pair["sid"], pair["int16_probe"]
-    store = zr.store_url(os.path.join(pair["dst"], f"session_{sid}"), sid)
+    store = zs.store_url(os.path.join(pair["dst"], f"session_{sid}"), sid)
     ds = xr.open_zarr(store, group=f"lfp/probe_{pid}")
     assert ds["data"].dims == ("time", "channel")
     assert "timestamps" in ds.coords and "channel" in ds.indexes
@@ -219,14 +221,14 @@ def test_half_written_store_is_refused(pair, tmp_path):
     zarr_json = os.path.join(dst, f"session_{sid}", f"session_{sid}.zarr", "zarr.json")
     with open(zarr_json) as f:
         meta = json.load(f)
-    meta["attributes"][zr.ATTRS_KEY]["complete"] = False
+    meta["attributes"][zs.ATTRS_KEY]["complete"] = False
     with open(zarr_json, "w") as f:
         json.dump(meta, f)
     cache = npd.open_cache(dst)
     with pytest.raises(InvalidFileError, match="incomplete.*[Rr]erun"):
         cache.get_session_data(sid)
     # complete flag without the consolidated metadata: still incomplete (written in that order)
-    meta["attributes"][zr.ATTRS_KEY]["complete"] = True
+    meta["attributes"][zs.ATTRS_KEY]["complete"] = True
     meta.pop("consolidated_metadata", None)
     with open(zarr_json, "w") as f:
         json.dump(meta, f)
@@ -241,7 +243,7 @@ def test_half_written_store_is_refused(pair, tmp_path):
 
 @pytest.fixture(scope="module")
 def s3(pair):
-    from neuropixels_dask.s3server import LocalS3Server
+    from neuropixels_dask.local.s3server import LocalS3Server
 
     with LocalS3Server(proxy=True, proxy_mode="thread") as server:
         server.upload(pair["src"], "nwb")

@@ -14,23 +14,10 @@ import numpy as np
 import pandas as pd
 
 from . import config, storage
+from .allen import CACHE_UNIT_RENAMES, DEFAULT_UNIT_FILTERS
 from .errors import CacheNotFoundError, InvalidFileError, UnknownSessionError
+from .readers import format_of_manifest
 
-#: AllenSDK's default unit filters (``get_unit_filter_value``); ``None`` disables one.
-DEFAULT_UNIT_FILTERS = {
-    "amplitude_cutoff_maximum": 0.1,
-    "presence_ratio_minimum": 0.95,
-    "isi_violations_maximum": 0.5,
-}
-#: units.csv → the names AllenSDK's cache returns
-UNIT_RENAMES = {
-    "PT_ratio": "waveform_PT_ratio", "amplitude": "waveform_amplitude",
-    "duration": "waveform_duration", "halfwidth": "waveform_halfwidth",
-    "recovery_slope": "waveform_recovery_slope",
-    "repolarization_slope": "waveform_repolarization_slope", "spread": "waveform_spread",
-    "velocity_above": "waveform_velocity_above", "velocity_below": "waveform_velocity_below",
-    "l_ratio": "L_ratio",
-}
 REQUIRED_COLUMNS = {
     "sessions": {"id", "session_type", "specimen_id"},
     "probes": {"id", "ecephys_session_id", "name", "has_lfp_data"},
@@ -81,7 +68,7 @@ class EcephysProjectCache:
 
     def __init__(self, url: str, storage_options: dict | None = None):
         self.url = str(url).rstrip("/")
-        self.storage_options = storage.storage_options_for(self.url, storage_options)
+        self.storage_options = storage.resolve(self.url, storage_options)
         self.manifest = self._read_manifest()
 
     def __repr__(self) -> str:
@@ -117,11 +104,11 @@ class EcephysProjectCache:
             raise InvalidFileError(f"{url} is not valid JSON ({exc}); the cache copy is "
                                    "corrupt.") from exc
 
-    @property
+    @functools.cached_property
     def format(self) -> str:
-        """``"nwb"`` for the published layout, ``"zarr"`` for a converted copy."""
-        keys = {e.get("key") for e in self.manifest.get("manifest", [])}
-        return "zarr" if "session_zarr" in keys else "nwb"
+        """``"nwb"`` for the published layout, ``"zarr"`` for a converted copy (from the
+        manifest; see ``readers.BACKENDS``)."""
+        return format_of_manifest(self.manifest, self.url)
 
     @functools.cache  # noqa: B019 - one cache object per URL, tables are small
     def _table(self, name: str) -> pd.DataFrame:
@@ -190,7 +177,7 @@ class EcephysProjectCache:
                     suffixes=("", "_probe"))
         t = t.merge(sessions, left_on="ecephys_session_id", right_index=True, how="left",
                     suffixes=("", "_session"))
-        t = t.rename(columns=UNIT_RENAMES)
+        t = t.rename(columns=CACHE_UNIT_RENAMES)
         t.index.name = "id"
         return t
 

@@ -15,17 +15,9 @@ import dask.config
 import numpy as np
 
 from . import config
+from .tasks.client import current_client
 
 log = logging.getLogger(__name__)
-
-
-def _current_client():
-    from distributed import get_client as _get
-
-    try:
-        return _get()
-    except ValueError:
-        return None
 
 
 def gateway_cluster(n_workers: int | None = None, adapt_max: int | None = None, **options):
@@ -82,11 +74,12 @@ def local_cluster(n_workers: int | None = None, **kwargs):
 
 
 def get_client(n_workers: int | None = None, **options):
-    """Return a ``distributed.Client``: the current one if any; else a dask-gateway cluster when
-    ``DASK_GATEWAY__ADDRESS`` is configured; else a new ``LocalCluster`` with processes."""
+    """Return a ``distributed.Client``: the current one if any (the rule of ``tasks.client``);
+    else a dask-gateway cluster when ``DASK_GATEWAY__ADDRESS`` is configured; else a new
+    ``LocalCluster`` with processes."""
     from distributed import Client
 
-    client = _current_client()
+    client = current_client()
     if client is not None:
         return client
     if dask.config.get("gateway.address", None):

@@ -29,59 +29,32 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import zarr
-from zarr.codecs import BloscCodec, BytesCodec, TransposeCodec, ZstdCodec
+from zarr.codecs import BloscCodec, BytesCodec, ZstdCodec
 
-from . import storage
+from . import readers, storage
+from . import zarrstore as zs
 from .catalog import EcephysProjectCache
 from .errors import NeuropixelsDaskError, NoLFPError
 from .readers import nwb
-from .readers import zarr as zr
 from .readers.base import LFPSource, SpikeSource
+from .tasks.runner import run_tasks
+from .zarrstore import LFP_VOLTS_PER_BIT, Layout
 
 log = logging.getLogger(__name__)
 
-#: Allen's LFP quantum: raw int16 counts × 0.195 µV. ``float32(k * 0.195e-6)`` round-trips
-#: through int16 for every k in the int16 range (the check runs on every block anyway).
-LFP_VOLTS_PER_BIT = 0.195e-6
 CACHE_FILES = ("sessions.csv", "probes.csv", "channels.csv", "units.csv")
 OPTIONAL_CACHE_FILES = ("synthetic_ground_truth.json",)
-MANIFEST_ENTRY = {"key": "session_zarr", "type": "dir", "spec": "session_%d.zarr",
-                  "parent_key": "session_data"}
-PROGRESS_DIR = ".convert"
 
 
 class ConversionError(NeuropixelsDaskError, RuntimeError):
     """The copy differs from the source or could not be completed."""
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Chunking and codecs of a new store (existing arrays keep the layout they were made with).
-
-    Defaults come from ``benchmarks/zarr_layout.py`` (see ``docs/zarr-layout.md``).
-    """
-
-    #: LFP inner chunk: samples × all channels (1250 samples ≈ 1 s at ~1250 Hz)
-    lfp_chunk: int = 1250
-    #: inner chunks per shard: one shard ≈ 64 s ≈ 9 MB on S3 for 96 channels, 31 MB decoded
-    lfp_chunks_per_shard: int = 64
-    lfp_clevel: int = 5
-    #: zstd level for probes whose LFP is not on the int16 grid (stored as float32)
-    float_zstd_level: int = 7
-    #: spike times per chunk object (raw float64: 8 MiB objects, exact ranged reads per unit)
-    spike_chunk: int = 1 << 20
-    table_zstd_level: int = 5
-
-    @property
-    def lfp_shard(self) -> int:
-        return self.lfp_chunk * self.lfp_chunks_per_shard
 
 
 @dataclass
@@ -138,28 +111,14 @@ class SpikeJob:
         return f"spikes/{self.a}"
 
 
-def encode_lfp_int16(block: np.ndarray, scale: float) -> np.ndarray | None:
-    """int16 counts that decode to exactly ``block`` (every bit), or ``None`` if there are none
-    (values off the grid, out of int16 range, NaN, or negative zero)."""
-    counts = np.rint(block.astype(np.float64) / scale)
-    lim = np.iinfo(np.int16)
-    if not np.all((counts >= lim.min) & (counts <= lim.max)):  # also False for NaN
-        return None
-    k = counts.astype(np.int16)
-    back = zr.decode_lfp(k, scale)
-    if not np.array_equal(back.view(np.uint32), np.ascontiguousarray(block).view(np.uint32)):
-        return None
-    return k
-
-
 def _open_dst_array(url: str, path: str, options: dict) -> zarr.Array:
-    return zarr.open_array(zr.open_store(url, options, read_only=False), path=path, mode="r+",
+    return zarr.open_array(zs.open_store(url, options, read_only=False), path=path, mode="r+",
                            zarr_format=3)
 
 
 def _write_marker(url: str, options: dict, payload: dict) -> None:
-    fs, path = zr.filesystem(url, options)
-    if _is_local(fs):
+    fs, path = zs.filesystem(url, options)
+    if zs.is_local(fs):
         fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     fs.pipe_file(path, json.dumps(payload).encode())
 
@@ -174,14 +133,14 @@ def _write_lfp_block(job: LFPJob, values: np.ndarray, timestamps: np.ndarray) ->
 def lfp_block_task(job: LFPJob) -> dict:
     """Copy LFP samples ``[i0, i1)`` of one probe (all channels) and leave a marker."""
     cols = np.arange(job.src.shape[1])
-    block = nwb.read_lfp_block(job.src, job.i0, job.i1, cols)
-    if job.encoding == zr.ENCODING_INT16:
-        values = encode_lfp_int16(block, job.scale)
+    block = readers.read_lfp_block(job.src, job.i0, job.i1, cols)
+    if job.encoding == zs.ENCODING_INT16:
+        values = zs.encode_lfp_int16(block, job.scale)
         if values is None:
             return {"key": job.key, "status": "inexact"}
     else:
         values = block
-    ts = nwb.read_timestamps(job.src, job.i0, job.i1)
+    ts = readers.read_timestamps(job.src, job.i0, job.i1)
     _write_lfp_block(job, values, ts)
     _write_marker(job.marker, job.dst_options, {"rows": [job.i0, job.i1]})
     return {"key": job.key, "status": "written", "bytes": int(block.nbytes + ts.nbytes)}
@@ -189,13 +148,13 @@ def lfp_block_task(job: LFPJob) -> dict:
 
 def lfp_precheck_task(src: LFPSource, i1: int, scale: float) -> bool:
     """Whether the first block is exactly int16 × scale (picks the encoding of a new array)."""
-    block = nwb.read_lfp_block(src, 0, i1, np.arange(src.shape[1]))
-    return encode_lfp_int16(block, scale) is not None
+    block = readers.read_lfp_block(src, 0, i1, np.arange(src.shape[1]))
+    return zs.encode_lfp_int16(block, scale) is not None
 
 
 def spike_block_task(job: SpikeJob) -> dict:
-    values = nwb.read_spikes(job.src, job.a, job.b)
-    _open_dst_array(job.dst_url, zr.SPIKE_TIMES_PATH, job.dst_options)[job.a:job.b] = values
+    values = readers.read_spikes(job.src, job.a, job.b)
+    _open_dst_array(job.dst_url, zs.SPIKE_TIMES_PATH, job.dst_options)[job.a:job.b] = values
     _write_marker(job.marker, job.dst_options, {"elements": [job.a, job.b]})
     return {"key": job.key, "status": "written", "bytes": int(values.nbytes)}
 
@@ -209,118 +168,36 @@ def verify_lfp_task(job: LFPJob, dst: LFPSource) -> dict:
     """Compare every bit of LFP and timestamps ``[i0, i1)`` between source and copy."""
     cols = np.arange(job.src.shape[1])
     bad = []
-    if not np.array_equal(_bits(nwb.read_lfp_block(job.src, job.i0, job.i1, cols)),
-                          _bits(zr.read_lfp_block(dst, job.i0, job.i1, cols))):
+    if not np.array_equal(_bits(readers.read_lfp_block(job.src, job.i0, job.i1, cols)),
+                          _bits(readers.read_lfp_block(dst, job.i0, job.i1, cols))):
         bad.append("data")
-    if not np.array_equal(_bits(nwb.read_timestamps(job.src, job.i0, job.i1)),
-                          _bits(zr.read_timestamps(dst, job.i0, job.i1))):
+    if not np.array_equal(_bits(readers.read_timestamps(job.src, job.i0, job.i1)),
+                          _bits(readers.read_timestamps(dst, job.i0, job.i1))):
         bad.append("timestamps")
     return {"key": job.key, "status": "mismatch" if bad else "ok", "what": bad}
 
 
 def verify_spike_task(job: SpikeJob, dst: SpikeSource) -> dict:
-    ok = np.array_equal(_bits(nwb.read_spikes(job.src, job.a, job.b)),
-                        _bits(zr.read_spikes(dst, job.a, job.b)))
+    ok = np.array_equal(_bits(readers.read_spikes(job.src, job.a, job.b)),
+                        _bits(readers.read_spikes(dst, job.a, job.b)))
     return {"key": job.key, "status": "ok" if ok else "mismatch", "what": [] if ok
             else ["spike_times"]}
 
 
-# ---- running tasks -------------------------------------------------------------------------
-
-def _current_client(client):
-    """The client to run on: the given one, else the default distributed client, unless the
-    caller chose a local scheduler (``dask.config.set(scheduler="threads")`` and the like)."""
-    if client is not None:
-        return client
-    import dask
-
-    if dask.config.get("scheduler", None) not in (None, "dask.distributed", "distributed"):
-        return None
-    try:
-        from distributed import default_client
-    except ImportError:
-        return None
-    try:
-        return default_client()
-    except ValueError:
-        return None
-
-
-def run_tasks(calls: Sequence[tuple[Callable, tuple]], *, client=None, progress: bool = True,
-              desc: str = "") -> list:
-    """Run ``func(*args)`` calls as Dask tasks: on ``client`` (or the current distributed
-    client) when there is one, else on Dask's default scheduler; a progress bar counts tasks.
-
-    Results are small status dicts, so memory stays bounded by what the tasks hold.
-    """
-    if not calls:
-        return []
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(calls), desc=desc, unit="block", disable=not progress, leave=True)
-    try:
-        client = _current_client(client)
-        if client is not None:
-            from distributed import as_completed
-
-            futures = [client.submit(f, *args, pure=False) for f, args in calls]
-            order = {f.key: i for i, f in enumerate(futures)}
-            results: list = [None] * len(futures)
-            try:
-                # loop=: the given client need not be the default one
-                for fut in as_completed(futures, loop=client.loop):
-                    results[order[fut.key]] = fut.result()
-                    bar.update(1)
-            except BaseException:
-                client.cancel(futures)
-                raise
-            return results
-        import dask
-        from dask.callbacks import Callback
-
-        class _Bar(Callback):
-            def _posttask(self, key, result, dsk, state, worker_id):
-                bar.update(1)
-
-        tasks = [dask.delayed(f, pure=False)(*args) for f, args in calls]
-        with _Bar():
-            return list(dask.compute(*tasks))
-    finally:
-        bar.close()
-
-
 # ---- tables --------------------------------------------------------------------------------
 
-def _column_values(s: pd.Series) -> tuple[np.ndarray, Any]:
-    """numpy values of a column and the zarr dtype to store them as."""
-    dt = s.dtype
-    if isinstance(dt, pd.StringDtype) or dt == np.dtype(object):
-        vals = s.to_numpy(dtype=object)
-        if not all(isinstance(v, str) for v in vals):
-            raise ConversionError(f"column {s.name!r} holds non-string objects "
-                                  f"({sorted({type(v).__name__ for v in vals})}); only strings "
-                                  "and numbers can be stored.")
-        return vals, str
-    if dt.kind in "biuf":
-        return s.to_numpy(), dt
-    raise ConversionError(f"column {s.name!r} has unsupported dtype {dt}.")
+def _table_spec(name: str, df: pd.DataFrame) -> tuple[dict, str]:
+    try:
+        return zs.table_spec_for(name, df)
+    except ValueError as exc:
+        raise ConversionError(str(exc)) from None
 
 
-def table_spec_for(name: str, df: pd.DataFrame) -> tuple[dict, str]:
-    """The table attributes (column order, dtypes, index) and the dimension name of ``df``."""
-    cols = [str(c) for c in df.columns]
-    if len(set(cols)) != len(cols):
-        raise ConversionError(f"table {name!r} has duplicate column names.")
-    if isinstance(df.index, pd.RangeIndex):
-        dim = df.index.name or "row"
-        index = {"kind": "range", "start": int(df.index.start), "stop": int(df.index.stop),
-                 "step": int(df.index.step), "name": df.index.name}
-    else:
-        dim = str(df.index.name or "index")
-        index = {"kind": "array", "name": dim, "dtype": str(df.index.dtype)}
-    if dim in cols:
-        raise ConversionError(f"table {name!r}: a column is named like its index ({dim!r}).")
-    return {"columns": cols, "dtypes": {c: str(df[c].dtype) for c in cols}, "index": index}, dim
+def _column(s: pd.Series) -> tuple[np.ndarray, Any]:
+    try:
+        return zs.column_values(s)
+    except ValueError as exc:
+        raise ConversionError(str(exc)) from None
 
 
 def write_tables(store_url: str, options: dict, tables: dict[str, pd.DataFrame],
@@ -336,13 +213,13 @@ def write_tables(store_url: str, options: dict, tables: dict[str, pd.DataFrame],
     content: dict[str, Any] = {}
     mem = zarr.open_group(zarr.storage.MemoryStore(content), mode="w", zarr_format=3)
     for name, df in tables.items():
-        spec, dim = table_spec_for(name, df)
-        group = mem.create_group(name, attributes={zr.TABLE_ATTRS_KEY: spec})
+        spec, dim = _table_spec(name, df)
+        group = mem.create_group(name, attributes={zs.TABLE_ATTRS_KEY: spec})
         series = {c: df[c] for c in spec["columns"]}
         if spec["index"]["kind"] == "array":
             series = {dim: pd.Series(df.index, name=dim), **series}
         for col, s in series.items():
-            values, dtype = _column_values(s)
+            values, dtype = _column(s)
             _small_array(group, col, values, dtype, dim, layout)
     for path, (values, dim) in (extra or {}).items():
         parent, col = path.rsplit("/", 1)
@@ -363,9 +240,9 @@ def _small_array(group: zarr.Group, name: str, values: np.ndarray, dtype: Any, d
 
 def upload(store_url: str, options: dict, objects: dict[str, bytes]) -> None:
     """Write ``{key: bytes}`` under ``store_url`` in one concurrent batch."""
-    fs, base = zr.filesystem(store_url, options)
+    fs, base = zs.filesystem(store_url, options)
     files = {f"{base.rstrip('/')}/{k}": v for k, v in objects.items()}
-    if _is_local(fs):
+    if zs.is_local(fs):
         for d in {p.rsplit("/", 1)[0] for p in files}:
             fs.makedirs(d, exist_ok=True)
     try:
@@ -374,19 +251,14 @@ def upload(store_url: str, options: dict, objects: dict[str, bytes]) -> None:
         raise storage.translate_error(exc, store_url) from exc
 
 
-def _is_local(fs) -> bool:
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return "file" in protocols or "local" in protocols
-
-
 def source_tables(reader: nwb.NWBSessionReader) -> dict[str, pd.DataFrame]:
     """Every table the reader interface exposes, keyed by its group path in the store."""
     tables = {"probes": reader.probes(), "channels": reader.channels(), "units": reader.units(),
-              zr.RUNNING_TABLE: reader.running_speed()}
+              zs.RUNNING_TABLE: reader.running_speed()}
     inv = reader.invalid_times()
-    tables[zr.INVALID_TIMES_TABLE] = inv
+    tables[zs.INVALID_TIMES_TABLE] = inv
     for name, t in reader.stimulus_tables().items():
-        tables[zr.stimulus_group_path(name)] = t
+        tables[zs.stimulus_group_path(name)] = t
     return tables
 
 
@@ -395,18 +267,19 @@ def _check_tables(root: zarr.Group, tables: dict[str, pd.DataFrame], spike_index
     """Read every table back (one concurrent batch) and compare it with the source frame:
     values, dtypes, index and column order."""
     groups = {name: root[name] for name in tables}
-    paths = {name: zr.table_array_paths(g) for name, g in groups.items()}
-    values = zr.read_arrays(root, [f"{n}/{p}" for n, ps in paths.items() for p in ps]
-                            + [zr.SPIKE_INDEX_PATH])
+    specs = {name: zs.table_spec(g) for name, g in groups.items()}
+    paths = {name: zs.table_array_paths(spec) for name, spec in specs.items()}
+    values = zs.read_arrays(root, [f"{n}/{p}" for n, ps in paths.items() for p in ps]
+                            + [zs.SPIKE_INDEX_PATH])
     for name, df in tables.items():
-        back = zr.assemble_table(zr.table_spec(groups[name]),
+        back = zs.assemble_table(specs[name],
                                  {p: values[f"{name}/{p}"] for p in paths[name]})
         try:
             pd.testing.assert_frame_equal(back, df, check_exact=True)
         except AssertionError as exc:
             raise ConversionError(f"table {name!r} of {url} differs from the source after "
                                   f"writing: {exc}") from None
-    if not np.array_equal(values[zr.SPIKE_INDEX_PATH], spike_index):
+    if not np.array_equal(values[zs.SPIKE_INDEX_PATH], spike_index):
         raise ConversionError(f"spike_times_index of {url} differs from the source.")
 
 
@@ -414,13 +287,13 @@ def _check_tables(root: zarr.Group, tables: dict[str, pd.DataFrame], spike_index
 
 def copy_cache_files(src: EcephysProjectCache, dst_url: str, dst_options: dict) -> None:
     """manifest.json (+ ``session_zarr``), the four CSV tables and the ground truth, verbatim."""
-    sfs, _ = zr.filesystem(src.url, src.storage_options)
-    dfs, _ = zr.filesystem(dst_url, dst_options)
-    if _is_local(dfs):
-        dfs.makedirs(zr.filesystem(dst_url, dst_options)[1], exist_ok=True)
+    sfs, _ = zs.filesystem(src.url, src.storage_options)
+    dfs, _ = zs.filesystem(dst_url, dst_options)
+    if zs.is_local(dfs):
+        dfs.makedirs(zs.filesystem(dst_url, dst_options)[1], exist_ok=True)
     for name in CACHE_FILES + OPTIONAL_CACHE_FILES:
         s_url = storage.join(src.url, name)
-        _, spath = zr.filesystem(s_url, src.storage_options)
+        _, spath = zs.filesystem(s_url, src.storage_options)
         try:
             data = sfs.cat_file(spath)
         except FileNotFoundError:
@@ -429,28 +302,16 @@ def copy_cache_files(src: EcephysProjectCache, dst_url: str, dst_options: dict) 
             raise
         except Exception as exc:  # noqa: BLE001
             raise storage.translate_error(exc, s_url) from exc
-        dfs.pipe_file(zr.filesystem(storage.join(dst_url, name), dst_options)[1], data)
+        dfs.pipe_file(zs.filesystem(storage.join(dst_url, name), dst_options)[1], data)
     manifest = json.loads(json.dumps(src.manifest))
     entries = manifest.setdefault("manifest", [])
-    if not any(e.get("key") == MANIFEST_ENTRY["key"] for e in entries):
-        entries.append(dict(MANIFEST_ENTRY))
-    dfs.pipe_file(zr.filesystem(storage.join(dst_url, "manifest.json"), dst_options)[1],
+    if not any(e.get("key") == zs.MANIFEST_ENTRY["key"] for e in entries):
+        entries.append(dict(zs.MANIFEST_ENTRY))
+    dfs.pipe_file(zs.filesystem(storage.join(dst_url, "manifest.json"), dst_options)[1],
                   json.dumps(manifest, indent=2).encode())
 
 
 # ---- one session ---------------------------------------------------------------------------
-
-def _lfp_codecs(encoding: str, layout: Layout) -> dict:
-    if encoding == zr.ENCODING_INT16:
-        return {"dtype": "int16", "filters": [TransposeCodec(order=(1, 0))],
-                "serializer": BytesCodec(),
-                "compressors": [BloscCodec(cname="zstd", clevel=layout.lfp_clevel,
-                                           shuffle="shuffle", typesize=2)],
-                "fill_value": 0}
-    return {"dtype": "float32", "filters": [TransposeCodec(order=(1, 0))],
-            "serializer": BytesCodec(),
-            "compressors": [ZstdCodec(level=layout.float_zstd_level)], "fill_value": 0.0}
-
 
 def create_lfp_arrays(root: zarr.Group, group: str, src: LFPSource, encoding: str,
                        layout: Layout, overwrite: bool = False) -> None:
@@ -464,13 +325,13 @@ def create_lfp_arrays(root: zarr.Group, group: str, src: LFPSource, encoding: st
     per_shard = max(1, min(layout.lfp_chunks_per_shard, -(-max(n, 1) // chunk)))
     sharded = layout.lfp_chunks_per_shard > 1
     g = root.require_group(group)
-    kw = _lfp_codecs(encoding, layout)
+    kw = zs.lfp_codecs(encoding, layout)
     data = g.create_array("data", shape=(n, c), chunks=(chunk, c),
                           shards=(chunk * per_shard, c) if sharded else None,
                           dimension_names=("time", "channel"), overwrite=overwrite,
                           config={"write_empty_chunks": True}, **kw)
     attrs = {"units": "V", "long_name": "LFP", "coordinates": "timestamps"}
-    if encoding == zr.ENCODING_INT16:
+    if encoding == zs.ENCODING_INT16:
         attrs["scale_factor"] = LFP_VOLTS_PER_BIT
     data.attrs.update(attrs)
     ts = g.create_array("timestamps", shape=(n,), dtype="float64", chunks=(chunk,),
@@ -488,7 +349,7 @@ def create_lfp_arrays(root: zarr.Group, group: str, src: LFPSource, encoding: st
 
 def _markers(url: str, options: dict) -> set[str]:
     """Relative keys of the progress markers present (one listing)."""
-    fs, path = zr.filesystem(url, options)
+    fs, path = zs.filesystem(url, options)
     try:
         fs.invalidate_cache(path)
         found = fs.find(path)
@@ -501,7 +362,7 @@ def _markers(url: str, options: dict) -> set[str]:
 
 
 def _remove_markers(url: str, options: dict) -> None:
-    fs, path = zr.filesystem(url, options)
+    fs, path = zs.filesystem(url, options)
     try:
         if fs.exists(path):
             fs.rm(path, recursive=True)
@@ -515,7 +376,7 @@ def _dst_lfp_source(store: str, options: dict, group: str, arr: zarr.Array, src:
     return LFPSource(format="zarr", url=store, storage_options=options,
                      data_path=f"{group}/data", timestamps_path=f"{group}/timestamps",
                      shape=tuple(int(s) for s in arr.shape), chunks=(int(shard[0]), arr.shape[1]),
-                     dtype="<f4" if encoding == zr.ENCODING_INT16 else arr.dtype.str,
+                     dtype=zs.lfp_read_dtype(encoding, arr.dtype),
                      channel_ids=src.channel_ids, t_first=src.t_first, t_last=src.t_last)
 
 
@@ -537,14 +398,14 @@ class SessionConversion:
         self.layout = layout
         self.client = client
         self.progress = progress
-        self.url = zr.store_url(storage.join(dst_url, f"session_{self.sid}"), self.sid)
-        self.progress_url = storage.join(self.url, PROGRESS_DIR)
-        self.store = zr.open_store(self.url, dst_options, read_only=False)
+        self.url = zs.store_url(storage.join(dst_url, f"session_{self.sid}"), self.sid)
+        self.progress_url = storage.join(self.url, zs.PROGRESS_DIR)
+        self.store = zs.open_store(self.url, dst_options, read_only=False)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=UserWarning)
             self.root = zarr.open_group(self.store, mode="a", zarr_format=3)
-        self.info = dict(self.root.attrs.get(zr.ATTRS_KEY) or {})
-        if self.info and self.info.get("format") != zr.FORMAT_NAME:
+        self.info = dict(self.root.attrs.get(zs.ATTRS_KEY) or {})
+        if self.info and self.info.get("format") != zs.FORMAT_NAME:
             raise ConversionError(f"{self.url} exists and is not a session store of this "
                                   "package; move it away or pick another destination.")
         self.complete = (bool(self.info.get("complete"))
@@ -567,13 +428,13 @@ class SessionConversion:
                 continue
 
     def _save_info(self) -> None:
-        self.root.attrs[zr.ATTRS_KEY] = self.info
+        self.root.attrs[zs.ATTRS_KEY] = self.info
 
     # ---- phases ---------------------------------------------------------------------------
     def prepare(self) -> None:
         """Root attributes, tables (once), the spike array and one array set per LFP probe."""
         old = self.info
-        self.info = {"format": zr.FORMAT_NAME, "version": zr.FORMAT_VERSION,
+        self.info = {"format": zs.FORMAT_NAME, "version": zs.FORMAT_VERSION,
                      "session_id": self.sid, "complete": False,
                      "source": storage.join(self.src_session, f"session_{self.sid}.nwb"),
                      "created": old.get("created",
@@ -585,19 +446,19 @@ class SessionConversion:
         self._save_info()
         if "tables" not in _markers(self.progress_url, self.options):
             write_tables(self.url, self.options, self.tables, self.layout,
-                         extra={zr.SPIKE_INDEX_PATH: (self.spike_index, "id")})
+                         extra={zs.SPIKE_INDEX_PATH: (self.spike_index, "id")})
             _write_marker(storage.join(self.progress_url, "tables"), self.options, {})
         self._prepare_spike_array()
         new = [pid for pid in self.lfp_src if str(pid) not in self.info["lfp"]
-               or zr.lfp_group_path(pid) + "/data" not in self.root]
+               or zs.lfp_group_path(pid) + "/data" not in self.root]
         first = [(lfp_precheck_task, (self.lfp_src[p], min(self.layout.lfp_shard,
                                                             self.lfp_src[p].shape[0]),
                                       LFP_VOLTS_PER_BIT)) for p in new]
         exact = run_tasks(first, client=self.client, progress=False)
         for pid, ok in zip(new, exact, strict=True):
-            self._new_lfp_arrays(pid, zr.ENCODING_INT16 if ok else zr.ENCODING_FLOAT32)
+            self._new_lfp_arrays(pid, zs.ENCODING_INT16 if ok else zs.ENCODING_FLOAT32)
         for pid, s in self.lfp_src.items():
-            have = tuple(self.root[zr.lfp_group_path(pid) + "/data"].shape)
+            have = tuple(self.root[zs.lfp_group_path(pid) + "/data"].shape)
             if have != tuple(s.shape):
                 raise ConversionError(f"{self.url}: probe {pid} LFP is {have} but the source "
                                       f"is {s.shape}: the source changed. Delete the store and "
@@ -605,8 +466,8 @@ class SessionConversion:
         self._save_info()
 
     def _prepare_spike_array(self) -> None:
-        if zr.SPIKE_TIMES_PATH in self.root:
-            have = self.root[zr.SPIKE_TIMES_PATH].shape
+        if zs.SPIKE_TIMES_PATH in self.root:
+            have = self.root[zs.SPIKE_TIMES_PATH].shape
             if have != (self.n_spikes,):
                 raise ConversionError(f"{self.url} holds {have[0]} spike times but the source "
                                       f"has {self.n_spikes}: the source changed. Delete the "
@@ -622,15 +483,15 @@ class SessionConversion:
     def _new_lfp_arrays(self, pid: int, encoding: str) -> None:
         """(Re)create a probe's arrays with ``encoding``, forgetting its finished blocks."""
         s = self.lfp_src[pid]
-        create_lfp_arrays(self.root, zr.lfp_group_path(pid), s, encoding, self.layout,
+        create_lfp_arrays(self.root, zs.lfp_group_path(pid), s, encoding, self.layout,
                            overwrite=True)
-        _remove_markers(storage.join(self.progress_url, zr.lfp_group_path(pid)), self.options)
+        _remove_markers(storage.join(self.progress_url, zs.lfp_group_path(pid)), self.options)
         self.info["lfp"][str(pid)] = {"encoding": encoding, "channel_ids": list(s.channel_ids),
                                       "t_first": s.t_first, "t_last": s.t_last,
                                       "n_samples": s.shape[0], "rate": s.rate}
 
     def lfp_jobs(self, pid: int) -> list[LFPJob]:
-        g = zr.lfp_group_path(pid)
+        g = zs.lfp_group_path(pid)
         arr = self.root[f"{g}/data"]
         n, shard = arr.shape[0], (arr.shards or arr.chunks)[0]
         enc = self.info["lfp"][str(pid)]["encoding"]
@@ -639,7 +500,7 @@ class SessionConversion:
                 for i in range(0, n, shard)]
 
     def spike_jobs(self) -> list[SpikeJob]:
-        c = int(self.root[zr.SPIKE_TIMES_PATH].chunks[0])
+        c = int(self.root[zs.SPIKE_TIMES_PATH].chunks[0])
         return [SpikeJob(self.spikes_src, self.url, self.options, a, min(self.n_spikes, a + c),
                          storage.join(self.progress_url, "spikes", str(a)))
                 for a in range(0, self.n_spikes, c)]
@@ -668,7 +529,7 @@ class SessionConversion:
         for pid in inexact:  # rare: the first block was on the grid, a later one is not
             log.warning("probe %s: LFP is not exactly int16 x %.3g V after its first block; "
                         "storing float32", pid, LFP_VOLTS_PER_BIT)
-            self._new_lfp_arrays(pid, zr.ENCODING_FLOAT32)
+            self._new_lfp_arrays(pid, zs.ENCODING_FLOAT32)
             self._save_info()
             redo = run_tasks([(lfp_block_task, (j,)) for j in self.lfp_jobs(pid)],
                              client=self.client, progress=self.progress,
@@ -682,12 +543,12 @@ class SessionConversion:
 
     def verify(self) -> None:
         """Re-read every LFP sample, timestamp and spike time from both sides; compare bits."""
-        zr.clear_caches()
-        dst_spikes = SpikeSource("zarr", self.url, self.options, zr.SPIKE_TIMES_PATH,
+        readers.clear_caches()
+        dst_spikes = SpikeSource("zarr", self.url, self.options, zs.SPIKE_TIMES_PATH,
                                  byte_offset=0, dtype="<f8")
         calls: list[tuple[Callable, tuple]] = []
         for pid in self.lfp_src:
-            g = zr.lfp_group_path(pid)
+            g = zs.lfp_group_path(pid)
             dsrc = _dst_lfp_source(self.url, self.options, g, self.root[f"{g}/data"],
                                    self.lfp_src[pid], self.info["lfp"][str(pid)]["encoding"])
             calls += [(verify_lfp_task, (j, dsrc)) for j in self.lfp_jobs(pid)]
@@ -717,7 +578,7 @@ def convert_session(src: EcephysProjectCache, dst_url: str, session_id: int, *,
                     progress: bool = True) -> SessionResult:
     """Convert, resume or verify one session; see :func:`convert`."""
     t0 = time.perf_counter()
-    zr.clear_caches()
+    readers.clear_caches()
     job = SessionConversion(src, dst_url, session_id, dst_options=dst_options, layout=layout,
                             client=client, progress=progress)
     r = job.result
@@ -738,7 +599,7 @@ def convert_session(src: EcephysProjectCache, dst_url: str, session_id: int, *,
             job.verify()
         job.finish(verified=verify)
         r.lfp_encodings = {p: job.info["lfp"][str(p)]["encoding"] for p in job.lfp_src}
-    zr.clear_caches()
+    readers.clear_caches()
     r.seconds = time.perf_counter() - t0
     return r
 
@@ -764,7 +625,7 @@ def convert(src_url: str, dst_url: str, sessions: Iterable[int] | None = None, *
         raise ConversionError(f"{src_url} is already a Zarr copy (its manifest has "
                               "'session_zarr'); convert reads the published NWB layout.")
     dst_url = str(dst_url).rstrip("/")
-    dst_options = zr.zarr_storage_options(dst_url, dst_storage_options)
+    dst_options = zs.storage_options(dst_url, dst_storage_options)
     table = src.get_session_table()
     ids = [int(s) for s in (table.index if sessions is None else sessions)]
     unknown = sorted(set(ids) - {int(s) for s in table.index})

@@ -11,13 +11,11 @@ import functools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
-from dask.base import tokenize
 
-from . import lfp as lfp_mod
+from .allen import DETAILED_STIMULUS_PARAMETERS, NULL, SESSION_UNIT_RENAMES
 from .catalog import apply_unit_filters, as_id
 from .errors import (
     InvalidSelectionError,
@@ -25,37 +23,9 @@ from .errors import (
     UnknownUnitError,
 )
 from .kernels import spikes as K
-from .readers import SessionReader, SpikeSource, read_spikes
-
-#: stimulus parameters AllenSDK hides unless ``include_detailed_parameters=True``
-DETAILED_STIMULUS_PARAMETERS = ("colorSpaceString", "depth", "flipHoriz", "flipVert",
-                                "interpolate", "mask", "opacity", "pos", "rgbPedestal", "tex",
-                                "texRes", "units")
-NULL = "null"
-UNITS_PER_TASK = 32
-UNIT_TABLE_RENAMES = {
-    "description": "probe_description", "local_index_channel": "channel_local_index",
-    "PT_ratio": "waveform_PT_ratio", "amplitude": "waveform_amplitude",
-    "duration": "waveform_duration", "halfwidth": "waveform_halfwidth",
-    "recovery_slope": "waveform_recovery_slope",
-    "repolarization_slope": "waveform_repolarization_slope", "spread": "waveform_spread",
-    "velocity_above": "waveform_velocity_above", "velocity_below": "waveform_velocity_below",
-    "sampling_rate": "probe_sampling_rate", "lfp_sampling_rate": "probe_lfp_sampling_rate",
-    "has_lfp_data": "probe_has_lfp_data", "l_ratio": "L_ratio",
-}
-
-
-def read_unit_spikes(src: SpikeSource, ranges: list[tuple[int, int]]) -> list[np.ndarray]:
-    """Spike times of several units (``[start, stop)`` ranges of the flat array)."""
-    from .readers import read_spike_ranges
-
-    return read_spike_ranges(src, ranges)
-
-
-def _count_task(src: SpikeSource, ranges: list[tuple[int, int]], domain: np.ndarray,
-                binarize: bool, dtype) -> np.ndarray:
-    trains = read_unit_spikes(src, ranges)
-    return K.spike_histogram_domain(trains, domain, binarize=binarize, dtype=dtype)
+from .readers import SessionReader, SpikeSource, open_session_reader, read_spikes
+from .tasks import lfp as lfp_tasks
+from .tasks import spikes as spike_tasks
 
 
 class SpikeTimes(Mapping):
@@ -102,8 +72,6 @@ class EcephysSession:
 
     @classmethod
     def open(cls, cache, session_id: int, **kwargs: Any) -> EcephysSession:
-        from .readers import open_session_reader
-
         reader = open_session_reader(cache, session_id)
         return cls(reader, session_id, **kwargs)
 
@@ -139,7 +107,7 @@ class EcephysSession:
         table = pd.merge(table, self.probes, left_on="probe_id", right_index=True,
                          suffixes=("_unit", "_probe"))
         table.index.name = "unit_id"
-        return table.rename(columns=UNIT_TABLE_RENAMES)
+        return table.rename(columns=SESSION_UNIT_RENAMES)
 
     @functools.cached_property
     def units(self) -> pd.DataFrame:
@@ -264,7 +232,7 @@ class EcephysSession:
         """
         probe_id = self._probe_id(probe_id)
         src = self.lfp_source(probe_id)
-        return lfp_mod.lfp_dataarray(src, self.channels, probe_id=probe_id,
+        return lfp_tasks.lfp_dataarray(src, self.channels, probe_id=probe_id,
                                      session_id=self.ecephys_session_id, time_range=time_range,
                                      channel_ids=channel_ids, exact_timestamps=exact_timestamps)
 
@@ -290,7 +258,9 @@ class EcephysSession:
                                    "session's units (after quality filters).")
         return self.units.loc[ids]
 
-    def _ranges(self, unit_ids: np.ndarray) -> list[tuple[int, int]]:
+    def spike_ranges(self, unit_ids: np.ndarray) -> list[tuple[int, int]]:
+        """``[start, stop)`` of each unit's spikes in the flat ``spike_times`` array (what spike
+        tasks carry instead of the spikes)."""
         t = self._units_all.loc[unit_ids]
         return [(int(a), int(b)) for a, b in zip(t["_spike_start"], t["_spike_stop"],
                                                   strict=True)]
@@ -321,17 +291,8 @@ class EcephysSession:
         out_dtype = np.dtype((np.uint8 if binarize else np.uint16) if dtype is None else dtype)
         src = self.reader.spike_source()
         uids = units.index.to_numpy()
-        groups = [uids[i:i + UNITS_PER_TASK] for i in range(0, len(uids), UNITS_PER_TASK)]
-        name = "spike-counts-" + tokenize(src.url, domain, uids, binarize, out_dtype)
-        n_p, n_b = domain.shape[0], domain.shape[1] - 1
-        dsk = {(name, 0, 0, g): (_count_task, src, self._ranges(grp), domain, binarize,
-                                 out_dtype)
-               for g, grp in enumerate(groups)}
-        if groups:
-            arr = da.Array(dsk, name, chunks=((n_p,), (n_b,), tuple(len(g) for g in groups)),
-                           dtype=out_dtype)
-        else:  # no unit selected: dask refuses an empty chunks tuple
-            arr = da.zeros((n_p, n_b, 0), dtype=out_dtype)
+        arr = spike_tasks.spike_counts_array(src, spike_tasks.unit_groups(uids),
+                                             self.spike_ranges, domain, binarize, out_dtype)
         return xr.DataArray(
             arr, name="spike_counts",
             dims=("stimulus_presentation_id", "time_relative_to_stimulus_onset", "unit_id"),
@@ -352,13 +313,8 @@ class EcephysSession:
 
     def _read_trains(self, uids: np.ndarray) -> list[np.ndarray]:
         """Spike trains of ``uids`` read by Dask tasks (groups of units per task)."""
-        import dask
-
-        src = self.reader.spike_source()
-        groups = [uids[i:i + UNITS_PER_TASK] for i in range(0, len(uids), UNITS_PER_TASK)]
-        parts = dask.compute(*[dask.delayed(read_unit_spikes)(src, self._ranges(g))
-                               for g in groups])
-        return [t for part in parts for t in part]
+        return spike_tasks.read_trains(self.reader.spike_source(), spike_tasks.unit_groups(uids),
+                                       self.spike_ranges)
 
     def conditionwise_spike_statistics(self, stimulus_presentation_ids=None, unit_ids=None,
                                        use_rates: bool = False) -> pd.DataFrame:

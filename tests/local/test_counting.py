@@ -13,9 +13,9 @@ import urllib.request
 import fsspec
 import pytest
 
-from neuropixels_dask.countingfs import RequestStats, count_requests
-from neuropixels_dask.s3proxy import FaultyS3Proxy, classify
-from neuropixels_dask.s3server import LocalS3Server
+from neuropixels_dask.local.counting import RequestStats, count_requests
+from neuropixels_dask.local.s3proxy import FaultyS3Proxy, classify
+from neuropixels_dask.local.s3server import LocalS3Server
 
 BUCKET = "npd-count-test"
 KEY = "data/blob.bin"

@@ -29,17 +29,18 @@ import psutil
 import pytest
 import yaml
 
-from neuropixels_dask import hublocal
-from neuropixels_dask.hublocal import (
+from neuropixels_dask.local.hub import launcher as hublocal
+from neuropixels_dask.local.hub.launcher import (
     HubLocalError,
     http,
     load_values,
     render_settings_helm,
     render_settings_python,
 )
-from neuropixels_dask.hublocal_config import RUN_MARKER, configure_gateway, configure_hub
+from neuropixels_dask.local.hub.serverconfig import RUN_MARKER, configure_gateway, configure_hub
+from neuropixels_dask.local.resources import chart_dir
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "helm" / "examples"
 GIB = 2**30
 IDLE_TIMEOUT = 30  # seconds; short enough for the test, long enough for a busy 2-core machine
@@ -91,6 +92,9 @@ NOTEBOOK = textwrap.dedent("""
     out["total_s"] = time.monotonic() - t0
     print("RESULT " + json.dumps(out))
 """)
+
+#: the chart as the installed package carries it (package data)
+CHART = chart_dir()
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -224,26 +228,26 @@ def test_settings_fallback_equals_helm(tmp_path, files):
                                                            "endpointUrl": "http://127.0.0.1:9"},
                                      "credentials": {"existingSecret": "hub-local-s3"}}))
     value_files.append(local)
-    by_helm = render_settings_helm(_helm(), hublocal.CHART, value_files, tmp_path, "hub", "neuro")
-    by_python = render_settings_python(load_values(hublocal.CHART, value_files),
-                                       hublocal.CHART, "hub", "neuro")
+    by_helm = render_settings_helm(_helm(), CHART, value_files, tmp_path, "hub", "neuro")
+    by_python = render_settings_python(load_values(CHART, value_files),
+                                       CHART, "hub", "neuro")
     assert by_python == by_helm
 
 
 def test_fallback_refuses_what_helm_refuses(tmp_path):
-    values = load_values(hublocal.CHART, overrides=[{"s3": {"anon": True},
+    values = load_values(CHART, overrides=[{"s3": {"anon": True},
                                                      "credentials": {"existingSecret": "x"}}])
     with pytest.raises(HubLocalError, match="set s3.anon=false"):
         render_settings_python(values)
-    values = load_values(hublocal.CHART, overrides=[{"dask": {"limits": {"maxWorker": 3}}}])
+    values = load_values(CHART, overrides=[{"dask": {"limits": {"maxWorker": 3}}}])
     with pytest.raises(HubLocalError, match="maxWorker"):
         render_settings_python(values)
-    values = load_values(hublocal.CHART, overrides=[{"jupyterhub": {"hub": {"loadRoles": {
+    values = load_values(CHART, overrides=[{"jupyterhub": {"hub": {"loadRoles": {
         "server": {"scopes": ["users:activity!user", "access:servers!server"]}}}}}])
     with pytest.raises(HubLocalError, match=r"loadRoles.server.scopes must include "
                                             r"access:services!service=dask-gateway"):
         render_settings_python(values)
-    values = load_values(hublocal.CHART, overrides=[
+    values = load_values(CHART, overrides=[
         {"securityContext": {"container": {"privileged": True}}}])
     with pytest.raises(HubLocalError, match="at '/securityContext/container/privileged'"):
         render_settings_python(values)
@@ -255,7 +259,7 @@ def test_config_files_run_the_chart_snippets(monkeypatch, tmp_path):
     the per-user backend), with the credentials the chart names resolved as Kubernetes would."""
     from traitlets.config import Config
 
-    values = load_values(hublocal.CHART, overrides=[TEST_VALUES, {
+    values = load_values(CHART, overrides=[TEST_VALUES, {
         "s3": {"anon": False, "endpointUrl": "http://127.0.0.1:9"},
         "credentials": {"existingSecret": "hub-local-s3"}}])
     settings = render_settings_python(values)

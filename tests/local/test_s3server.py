@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from neuropixels_dask import s3server
-from neuropixels_dask.s3proxy import FaultConfig, _Plan
-from neuropixels_dask.s3server import LocalS3Server
+from neuropixels_dask.local.s3proxy import FaultConfig, _Plan
+from neuropixels_dask.local.s3server import LocalS3Server
 
 BUCKET = "npd-s3server-test"
 
@@ -228,9 +227,8 @@ def test_exception_inside_the_block_stops_the_server():
 def test_server_dies_with_its_owner():
     """A SIGKILLed owner cannot clean up: the child notices its stdin closing and exits."""
     code = (
-        "import importlib.util, os, sys\n"
-        f"spec = importlib.util.spec_from_file_location('standalone', {s3server.__file__!r})\n"
-        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "import os\n"
+        "from neuropixels_dask.local import s3server as m\n"
         "s = m.LocalS3Server(bucket='orphan-test').start()\n"
         "print(s.pid, flush=True)\n"
         "os.kill(os.getpid(), 9)\n"
@@ -243,7 +241,7 @@ def test_server_dies_with_its_owner():
 
 def test_serve_forever_prints_how_to_connect_and_stops_on_ctrl_c(tree):
     root, files = tree
-    code = ("from neuropixels_dask.s3server import serve_forever\n"
+    code = ("from neuropixels_dask.local.s3server import serve_forever\n"
             f"serve_forever(cache_dir={str(root)!r}, prefix='ecephys-cache', port=0,"
             " bucket='serve-test')\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,

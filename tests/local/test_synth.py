@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from pynwb import NWBHDF5IO
 
-from neuropixels_dask.synth import generate_cache
-from neuropixels_dask.synth.generate import GROUND_TRUTH_FILE
+from neuropixels_dask.local.synth import generate_cache
+from neuropixels_dask.local.synth.generate import GROUND_TRUTH_FILE
 
 HEADERS = {
     "sessions.csv": "id,date_of_acquisition,isi_experiment_id,published_at,specimen_id,"

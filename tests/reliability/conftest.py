@@ -1,22 +1,21 @@
 """Fixtures of the reliability suite (issue 9): one S3 server with a fault-injecting proxy in
-front of the tiny cache, fault settings that always switch back off, and the chart fixtures.
+front of the tiny cache, and fault settings that always switch back off. The chart fixtures
+(helm, rendered objects, the real hub and gateway config) come from the chart kit plugin,
+tests/plugins/chart.py, which tests/conftest.py registers for the whole suite.
 
 The server serves ``tiny_cache_dir`` in place (``mounts=``: nothing is copied, the files are only
-read) behind the proxy of :mod:`neuropixels_dask.s3proxy`, which injects 503/500 answers,
+read) behind the proxy of :mod:`neuropixels_dask.local.s3proxy`, which injects 503/500 answers,
 connection resets mid-body, truncated bodies and latency at the rates a test asks for.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import sys
-from pathlib import Path
 
 import pytest
 
 import neuropixels_dask as npd
-from neuropixels_dask import storage
+from neuropixels_dask import caching
 
 BUCKET = "npd-reliability"
 PREFIX = "ecephys-cache"
@@ -28,7 +27,7 @@ RETRY_MESSAGE = "retrying an S3 request"
 @pytest.fixture(scope="session")
 def rel_server(tiny_cache_dir):
     """The tiny cache on a local S3 server, behind the fault-injecting proxy (own process)."""
-    from neuropixels_dask.s3server import LocalS3Server
+    from neuropixels_dask.local.s3server import LocalS3Server
 
     with LocalS3Server(bucket=BUCKET, proxy=True, proxy_mode="process",
                        mounts={PREFIX: tiny_cache_dir}) as server:
@@ -66,7 +65,7 @@ def ids(tiny_cache_dir) -> tuple[int, int]:
 
 def fresh_cache(url: str, so: dict):
     """A cache whose files are opened anew (no handle from an earlier test is reused)."""
-    storage.handles.clear()
+    caching.clear_all()
     return npd.open_cache(url, **so)
 
 
@@ -74,23 +73,3 @@ def retry_records(caplog) -> list[logging.LogRecord]:
     return [r for r in caplog.records
             if r.name == "neuropixels_dask.storage" and r.getMessage().startswith(RETRY_MESSAGE)]
 
-
-# ---- the chart's fixtures (helm, rendered objects, real hub and gateway config) -------------
-def _load_chart_conftest():
-    path = Path(__file__).resolve().parents[1] / "chart" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("_npd_reliability_chart_kit", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_chart = _load_chart_conftest()
-helm_bin = _chart.helm_bin
-chart_dir = _chart.chart_dir
-helm = _chart.helm
-render = _chart.render
-no_kube_api = _chart.no_kube_api
-hub_for = _chart.hub_for
-gateway_for = _chart.gateway_for
-kit = _chart.kit

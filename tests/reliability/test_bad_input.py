@@ -16,7 +16,7 @@ import pytest
 from conftest import PREFIX, fresh_cache
 
 import neuropixels_dask as npd
-from neuropixels_dask import cluster, storage
+from neuropixels_dask import cluster
 from neuropixels_dask.errors import (
     AccessDeniedError,
     CacheNotFoundError,
@@ -28,6 +28,7 @@ from neuropixels_dask.errors import (
     UnknownSessionError,
     UnknownUnitError,
 )
+from neuropixels_dask.readers import nwb
 
 
 @pytest.fixture(autouse=True)
@@ -272,5 +273,5 @@ def test_storage_state_is_clean_after_failures(s3):
     session = npd.open_cache(*s3[:1], **s3[1]).get_session_data(
         int(npd.open_cache(*s3[:1], **s3[1]).get_session_table().index[0]))
     assert len(session.units) > 0
-    assert len(storage.handles) <= 32
+    assert len(nwb.files) <= 32
     assert PREFIX in s3[0]

@@ -20,11 +20,11 @@ import s3fs
 import zarr
 from conftest import fresh_cache, retry_records
 
+from neuropixels_dask import caching, storage
 from neuropixels_dask import convert as cv
-from neuropixels_dask import storage
+from neuropixels_dask import zarrstore as zs
 from neuropixels_dask.analyses import lfp_spectra, spike_count_correlations
 from neuropixels_dask.errors import StoreUnavailableError
-from neuropixels_dask.readers import zarr as zr
 
 #: 10% of requests faulted: 4% errors (503 SlowDown or 500), 3% resets mid-body, 3% truncations
 TEN_PERCENT = {"error_rate": 0.04, "reset_rate": 0.03, "truncate_rate": 0.03,
@@ -107,7 +107,7 @@ def test_conversion_identical_under_ten_percent_faults(faults, rel_server, s3, i
         (ref,) = cv.convert(tiny_cache_dir, str(tmp_path / "ref"), [sid], progress=False)
         faults(seed=3, **TEN_PERCENT)
         caplog.clear()
-        storage.handles.clear()
+        caching.clear_all()
         (got,) = cv.convert(url, str(tmp_path / "faulty"), [sid], storage_options=so,
                             progress=False)
     stats = rel_server.stats()
@@ -121,8 +121,8 @@ def test_conversion_identical_under_ten_percent_faults(faults, rel_server, s3, i
     for name, values in arrays_a.items():
         assert values.dtype == arrays_b[name].dtype, name
         assert values.tobytes() == arrays_b[name].tobytes(), name
-    assert b.attrs[zr.ATTRS_KEY]["complete"] is True
-    assert b.attrs[zr.ATTRS_KEY]["lfp"] == a.attrs[zr.ATTRS_KEY]["lfp"]
+    assert b.attrs[zs.ATTRS_KEY]["complete"] is True
+    assert b.attrs[zs.ATTRS_KEY]["lfp"] == a.attrs[zs.ATTRS_KEY]["lfp"]
 
 
 def test_retries_are_bounded_with_backoff_then_fail_clearly(faults, rel_server, s3, ids,
@@ -134,7 +134,7 @@ def test_retries_are_bounded_with_backoff_then_fail_clearly(faults, rel_server, 
     lfp_key = f"{url}/session_{sid}/probe_{pid}_lfp.nwb"
     caplog.set_level(logging.INFO, logger="neuropixels_dask.storage")
     # the defaults are finite: 1 + 8 botocore attempts within each of s3fs' 5 attempts
-    defaults = storage.storage_options_for(url, so)["config_kwargs"]["retries"]
+    defaults = storage.resolve(url, so)["config_kwargs"]["retries"]
     assert defaults == {"max_attempts": 8, "mode": "adaptive"}
     assert s3fs.S3FileSystem.retries == 5
     # shrink them to count every attempt: 1 + 2 botocore attempts, 2 s3fs attempts

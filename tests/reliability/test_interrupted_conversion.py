@@ -22,9 +22,8 @@ import zarr
 from conftest import PREFIX
 
 import neuropixels_dask as npd
-from neuropixels_dask import convert as cv
+from neuropixels_dask import zarrstore as zs
 from neuropixels_dask.errors import CacheNotFoundError, InvalidFileError
-from neuropixels_dask.readers import zarr as zr
 
 CLI = str(Path(sys.executable).with_name("neuropixels-dask"))
 LATENCY = (0.001, 0.006)  # spreads the conversion over a few seconds
@@ -74,7 +73,7 @@ def reference(rel_server, ids, tmp_path_factory):
     finally:
         rel_server.configure(**NO_FAULTS)
     assert proc.returncode == 0, out + err
-    store = zr.store_url(str(dst / f"session_{sid}"), sid)
+    store = zs.store_url(str(dst / f"session_{sid}"), sid)
     print(f"uninterrupted conversion: {duration:.2f} s after the cache files")
     return _arrays(store), duration
 
@@ -114,7 +113,7 @@ class Reader(threading.Thread):
 
     def check_complete(self, session) -> None:
         """A store that opens must be complete, and hold the source's data."""
-        info = session.reader._root.attrs[zr.ATTRS_KEY]
+        info = session.reader._root.attrs[zs.ATTRS_KEY]
         if not (info["complete"] and session.reader._root.metadata.consolidated_metadata):
             self.problems.append("a store that is not complete was opened")
             return
@@ -146,7 +145,7 @@ def test_killed_converter_resumes_and_verifies(rel_server, reference, ids, tiny_
     sid, _ = ids
     rng = random.Random(seed)
     dst = tmp_path / "zarr"
-    store = zr.store_url(str(dst / f"session_{sid}"), sid)
+    store = zs.store_url(str(dst / f"session_{sid}"), sid)
     faults(latency=LATENCY)
     reader = Reader(dst, sid, tiny_cache_dir)
     reader.start()
@@ -161,7 +160,7 @@ def test_killed_converter_resumes_and_verifies(rel_server, reference, ids, tiny_
         reader.join(30)
     assert reader.problems == []
     assert sum(reader.outcomes.values()) >= 5, reader.outcomes
-    info = dict(zarr.open_group(store, mode="r").attrs.get(zr.ATTRS_KEY) or {}) \
+    info = dict(zarr.open_group(store, mode="r").attrs.get(zs.ATTRS_KEY) or {}) \
         if os.path.exists(os.path.join(store, "zarr.json")) else {}
     if proc.returncode != 0 and not info.get("complete"):
         # interrupted before the end: refused, with the way out in the message
@@ -174,7 +173,7 @@ def test_killed_converter_resumes_and_verifies(rel_server, reference, ids, tiny_
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"session {sid}: " in out.stdout and "every value verified" in out.stdout
-    assert not os.path.exists(os.path.join(store, cv.PROGRESS_DIR))
+    assert not os.path.exists(os.path.join(store, zs.PROGRESS_DIR))
     assert _arrays(store) == expected
     session = npd.open_cache(str(dst)).get_session_data(sid, filter_by_validity=False)
     source = npd.open_cache(tiny_cache_dir).get_session_data(sid, filter_by_validity=False)

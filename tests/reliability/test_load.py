@@ -16,7 +16,8 @@ import psutil
 import pytest
 
 import neuropixels_dask as npd
-from neuropixels_dask import storage
+from neuropixels_dask import caching
+from neuropixels_dask.readers import nwb
 
 CONCURRENT = 8  # sessions in flight at once (the bound)
 SESSIONS = 24  # analysis sessions in all
@@ -53,12 +54,12 @@ def test_many_concurrent_sessions_against_one_server(client, faults, rel_server,
     with dask.config.set(scheduler="sync"):
         reference = {}
         for sid in sids:
-            storage.handles.clear()
+            caching.clear_all()
             rel_server.reset_stats()
             reference[sid] = [np.asarray(x) for x in dask.compute(*analysis(url, so, sid))]
             cold[sid] = rel_server.stats().requests  # one analysis, every file opened anew
-    storage.handles.clear()
-    client.run(lambda: storage.handles.clear())
+    caching.clear_all()
+    client.run(caching.clear_all)
     rel_server.reset_stats()
     in_flight, peak = [0], [0]
 
@@ -140,7 +141,7 @@ def test_no_file_handle_or_memory_growth_in_workers(client, s3):
     for worker, use in after.items():
         assert use["fds"] - before[worker]["fds"] <= 3, (worker, before[worker], use)
         assert use["rss"] - before[worker]["rss"] < 50 * MB, (worker, before[worker], use)
-    assert all(n <= 32 for n in client.run(lambda: len(storage.handles)).values())
+    assert all(n <= 32 for n in client.run(lambda: len(nwb.files)).values())
 
 
 def test_no_file_handle_or_memory_growth_in_the_client(s3, tiny_cache_dir):
@@ -158,14 +159,14 @@ def test_no_file_handle_or_memory_growth_in_the_client(s3, tiny_cache_dir):
             n_tasks += sum(len(x.__dask_graph__()) for x in graph)
             dask.compute(*graph)
         with dask.config.set({"neuropixels_dask.remote.open_files_per_worker": 2}):
-            storage.handles.clear()  # from now on every file opened closes another one
+            caching.clear_all()  # from now on every file opened closes another one
             for _ in range(3):
                 graph = _many_tasks(tiny_cache_dir, {}, sids)
                 n_tasks += sum(len(x.__dask_graph__()) for x in graph)
                 dask.compute(*graph)
-                assert len(storage.handles) <= 2
+                assert len(nwb.files) <= 2
         after = _usage()
-    storage.handles.clear()
+    caching.clear_all()
     print(f"{n_tasks} tasks in this process")
     assert n_tasks >= 300, n_tasks
     # S3's connection pool may still grow under the threads' concurrency (up to botocore's

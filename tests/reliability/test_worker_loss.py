@@ -22,9 +22,10 @@ from conftest import fresh_cache
 
 from neuropixels_dask import convert as cv
 from neuropixels_dask import storage
+from neuropixels_dask import zarrstore as zs
 from neuropixels_dask.analyses import lfp_spectra
 
-SMALL = cv.Layout(lfp_chunk=1250, lfp_chunks_per_shard=16, spike_chunk=4096)
+SMALL = zs.Layout(lfp_chunk=1250, lfp_chunks_per_shard=16, spike_chunk=4096)
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +136,7 @@ def test_worker_killed_mid_conversion(client, faults, s3, ids, tiny_cache_dir, t
                             progress=False)
     client.wait_for_workers(2)
     dst = tmp_path / "killed"
-    markers = dst / f"session_{sid}" / f"session_{sid}.zarr" / cv.PROGRESS_DIR
+    markers = dst / f"session_{sid}" / f"session_{sid}.zarr" / zs.PROGRESS_DIR
     faults(latency=(0.01, 0.03))
     pids = _pids(client)
     out: dict = {}

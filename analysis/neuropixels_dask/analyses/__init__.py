@@ -4,8 +4,8 @@ Kernels (``neuropixels_dask.kernels``) are plain numpy; these modules map them o
 units, probes and sessions.
 """
 
+from ..tasks.sessions import SessionResults, map_sessions
 from .correlations import spike_count_correlations
-from .sessions import SessionResults, map_sessions
 from .spectra import (
     by_structure,
     lfp_spectra,

@@ -14,6 +14,7 @@ import pandas as pd
 import xarray as xr
 
 from ..kernels import correlation_blocks as KC
+from ..tasks.spikes import per_group, unit_groups
 
 
 def _interval_bins(pres: pd.DataFrame, bin_size: float) -> tuple[np.ndarray, np.ndarray,
@@ -32,13 +33,6 @@ def _interval_bins(pres: pd.DataFrame, bin_size: float) -> tuple[np.ndarray, np.
     return np.concatenate(starts), np.concatenate(ends), np.concatenate(keys)
 
 
-def _counts_task(src, ranges, starts, ends):
-    from ..session import read_unit_spikes
-
-    trains = read_unit_spikes(src, ranges)
-    return KC.count_in_bins(trains, starts, ends)
-
-
 def spike_count_correlations(session, stimuli: list[str] | None = None,
                              bin_size: float = 0.05, min_rate: float = 0.5) -> xr.DataArray:
     """Mean noise correlation between areas, per stimulus: ``(stimulus, area_a, area_b)``.
@@ -47,8 +41,6 @@ def spike_count_correlations(session, stimuli: list[str] | None = None,
     ``min_rate`` Hz are left out; the diagonal is the mean correlation between distinct units of
     the same area.
     """
-    from ..session import UNITS_PER_TASK
-
     stimuli = stimuli or ["spontaneous", "drifting_gratings"]
     units = session.units[session.units["firing_rate"] >= min_rate]
     units = units[units["structure_acronym"].notna()]
@@ -56,13 +48,12 @@ def spike_count_correlations(session, stimuli: list[str] | None = None,
     names = sorted(set(areas))
     uids = units.index.to_numpy()
     src = session.reader.spike_source()
-    groups = [uids[i:i + UNITS_PER_TASK] for i in range(0, len(uids), UNITS_PER_TASK)]
+    groups = unit_groups(uids)
     per_stim = []
     for stim in stimuli:
         pres = session.get_stimulus_table(stim)
         starts, ends, keys = _interval_bins(pres, bin_size)
-        parts = [dask.delayed(_counts_task)(src, session._ranges(g), starts, ends)
-                 for g in groups]
+        parts = per_group(KC.count_in_bins, src, groups, session.spike_ranges, starts, ends)
         counts = dask.delayed(np.concatenate)(parts, axis=0)
         per_stim.append(dask.delayed(KC.area_noise_correlation)(counts, keys, areas, names))
     stacked = dask.delayed(np.stack)(per_stim)

@@ -27,21 +27,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-try:
-    from .s3proxy import RequestCounter, RequestStats
-except ImportError:  # pragma: no cover - only when this file is loaded by path
-    import importlib.util as _u
-    import os as _os
-    import sys as _sys
-
-    _spec = _u.spec_from_file_location(
-        "_npd_child_s3proxy", _os.path.join(_os.path.dirname(_os.path.abspath(__file__)),
-                                            "s3proxy.py"))
-    assert _spec is not None and _spec.loader is not None
-    _m = _u.module_from_spec(_spec)
-    _sys.modules[_spec.name] = _m
-    _spec.loader.exec_module(_m)
-    RequestCounter, RequestStats = _m.RequestCounter, _m.RequestStats
+from .s3proxy import RequestCounter, RequestStats
 
 __all__ = ["RequestCounter", "RequestMeter", "RequestStats", "count_requests"]
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli import needs_extra
+
 DEFAULT_DATA = Path(os.environ.get("NEUROPIXELS_DASK_DEMO_DATA", "demo-data"))
 CACHE_PREFIX = "visual-coding-neuropixels/ecephys-cache"
 
@@ -26,7 +28,7 @@ def _session_analyses(session):
     """Everything computed per session (lazy); map_sessions computes them in parallel."""
     import xarray as xr
 
-    from .analyses import (
+    from ..analyses import (
         psth,
         psth_by_structure,
         session_structure_spectra,
@@ -69,9 +71,9 @@ def run_demo(out: Path, cache_url: str | None, storage_options: dict | None, pre
     import matplotlib.pyplot as plt
     from distributed import Client, LocalCluster
 
-    from . import open_cache
-    from .analyses import map_sessions, peak_frequency, preferred, relative_to, selectivity_index
-    from .plots import (
+    from .. import open_cache
+    from ..analyses import map_sessions, peak_frequency, preferred, relative_to, selectivity_index
+    from ..plots import (
         plot_area_correlations,
         plot_psth,
         plot_spectra,
@@ -225,6 +227,7 @@ def _html(md: str) -> str:
     return "<html><body style='font-family:sans-serif'>" + "\n".join(out) + "</body></html>"
 
 
+@needs_extra("`neuropixels-dask demo`")
 def _cmd(args: argparse.Namespace) -> int:
     so = None
     if args.anon is not None:

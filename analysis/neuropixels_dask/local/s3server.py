@@ -16,7 +16,7 @@ Two things moto does not do well out of the box are fixed *inside the server pro
   the real-S3 path (PUT / multipart over HTTP) for small data and for testing writes.
 
 Latency and fault injection (issues 8 and 9) and request/byte counting live in a reverse proxy
-(:mod:`neuropixels_dask.s3proxy`); with ``latency=``, ``fault=`` or ``proxy=True`` the server's
+(:mod:`neuropixels_dask.local.s3proxy`); with ``latency=``, ``fault=`` or ``proxy=True`` the server's
 ``endpoint_url`` is the proxy's and ``direct_endpoint_url`` bypasses it (setup, uploads).
 
 Moto keeps objects in memory / temporary files: nothing persists after ``stop()`` (mounted files
@@ -26,7 +26,6 @@ are only read).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -40,16 +39,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-try:
-    from . import s3proxy as _proxy
-except ImportError:  # loaded by file path in the server's child process (no package there)
-    _spec = importlib.util.spec_from_file_location(
-        "_npd_child_s3proxy", os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                           "s3proxy.py"))
-    assert _spec is not None and _spec.loader is not None
-    _proxy = importlib.util.module_from_spec(_spec)
-    sys.modules[_spec.name] = _proxy
-    _spec.loader.exec_module(_proxy)
+from . import s3proxy as _proxy
 
 DEFAULT_BUCKET = "allen-brain-observatory"
 DEFAULT_REGION = "us-east-1"
@@ -124,7 +114,7 @@ class LocalS3Server:
         cfg = {"host": self.host, "port": 0 if self._use_proxy else self._requested_port,
                "bucket": self.bucket, "region": self.region, "mounts": self.mounts,
                "public": self.public}
-        proc, port = _proxy._spawn_child(os.path.abspath(__file__), "_server_child_main", cfg,
+        proc, port = _proxy._spawn_child(__name__, "_server_child_main", cfg,
                                          self.startup_timeout, "S3 server")
         self._proc, self._port = proc, port
         self._finalizer = weakref.finalize(self, _proxy._stop_process, proc)

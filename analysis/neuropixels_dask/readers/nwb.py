@@ -12,18 +12,16 @@ transfers at the compressed size of the touched chunks and lets threads overlap 
 
 from __future__ import annotations
 
-import collections
-import os
+import contextlib
 import struct
-import threading
-import zlib
-from typing import Any
+from collections.abc import Iterator
 
 import h5py
 import numpy as np
 import pandas as pd
 
-from .. import storage
+from .. import config, inflate, storage
+from ..caching import ProcessCache
 from ..errors import CacheNotFoundError, InvalidFileError, NoLFPError
 from . import chunkindex
 from .base import LFPSource, SessionReader, SpikeSource
@@ -35,14 +33,32 @@ _NON_SCALAR = {"spike_times", "spike_amplitudes", "waveform_mean", "tags", "time
                "electrodes", "group"}
 
 
-def open_h5(url: str, storage_options: dict | None) -> h5py.File:
-    """Open (or reuse, per process) an HDF5 file at ``url``; errors say what is wrong with it."""
-    key = ("h5", url, storage.options_key(storage_options))
+def _close_h5(f: h5py.File) -> None:
+    fobj = getattr(f, "_npd_fileobj", None)
+    f.close()
+    if fobj is not None:
+        fobj.close()
 
-    def opener():
-        fobj = storage.open_file(url, storage_options)
+
+#: open HDF5 files per process (``remote.open_files_per_worker``): consecutive tasks on the same
+#: file reuse its handle; one in use is closed only after its last reader lets go
+files: ProcessCache[tuple[str, str], h5py.File] = ProcessCache(
+    "hdf5 files", maxsize=lambda: int(config.get("remote.open_files_per_worker", 32)),
+    on_evict=_close_h5)
+
+
+@contextlib.contextmanager
+def open_h5(url: str, storage_options: dict | None) -> Iterator[h5py.File]:
+    """The HDF5 file at ``url``, opened once per process and held while the block runs; errors
+    say what is wrong with the file."""
+    opts = storage.resolve(url, storage_options)
+
+    def opener() -> h5py.File:
+        fobj = storage.open_file(url, opts)
         try:
-            return h5py.File(fobj, "r")
+            f = h5py.File(fobj, "r")
+            f._npd_fileobj = fobj  # closed with the file
+            return f
         except OSError as exc:
             fobj.close()
             msg = str(exc)
@@ -56,7 +72,8 @@ def open_h5(url: str, storage_options: dict | None) -> h5py.File:
                     "holds the published NWB files at their usual keys.") from exc
             raise InvalidFileError(f"{url} could not be opened as HDF5: {msg}") from exc
 
-    return storage.handles.get(key, opener)
+    with files.acquire((url, opts.key), opener) as f:
+        yield f
 
 
 def _require(f: h5py.File, path: str, url: str) -> h5py.Group | h5py.Dataset:
@@ -93,106 +110,123 @@ def read_table(group: h5py.Group, skip: set[str] = frozenset()) -> pd.DataFrame:
 
 
 class NWBSessionReader(SessionReader):
-    """The session file ``session_<id>.nwb`` plus its probes' ``probe_<pid>_lfp.nwb`` files."""
+    """The session file ``session_<id>.nwb`` plus its probes' ``probe_<pid>_lfp.nwb`` files.
+
+    The file is opened (and checked) here and then held only while a method reads it, from the
+    per-process cache :data:`files`, so a session object never pins an HDF5 handle.
+    """
 
     def __init__(self, session_url: str, session_id: int, storage_options: dict | None = None):
         self.url = session_url.rstrip("/")
         self.session_id = int(session_id)
-        self.storage_options = storage.storage_options_for(self.url, storage_options)
+        self.storage_options = storage.resolve(self.url, storage_options)
         self.file_url = storage.join(self.url, f"session_{self.session_id}.nwb")
-        self._f = open_h5(self.file_url, self.storage_options)
+        check_session_file(self.file_url, self.storage_options)
+        with self._file():
+            pass
+
+    def _file(self) -> contextlib.AbstractContextManager[h5py.File]:
+        return open_h5(self.file_url, self.storage_options)
 
     # ---- metadata -------------------------------------------------------------------------
     def probes(self) -> pd.DataFrame:
-        groups = _require(self._f, "general/extracellular_ephys", self.file_url)
-        rows = []
-        for name, g in groups.items():
-            if name == "electrodes" or not isinstance(g, h5py.Group):
-                continue
-            a = g.attrs
-            dev = self._f.get(f"general/devices/{name}")
-            rows.append({
-                "id": int(a.get("probe_id", -1)),
-                "description": name,
-                "location": _str(a.get("location", "")),
-                "sampling_rate": float(dev.attrs.get("sampling_rate", np.nan))
-                if dev is not None else np.nan,
-                "lfp_sampling_rate": float(a.get("lfp_sampling_rate", np.nan)),
-                "has_lfp_data": bool(a.get("has_lfp_data", False)),
-            })
+        with self._file() as f:
+            groups = _require(f, "general/extracellular_ephys", self.file_url)
+            rows = []
+            for name, g in groups.items():
+                if name == "electrodes" or not isinstance(g, h5py.Group):
+                    continue
+                a = g.attrs
+                dev = f.get(f"general/devices/{name}")
+                rows.append({
+                    "id": int(a.get("probe_id", -1)),
+                    "description": name,
+                    "location": _str(a.get("location", "")),
+                    "sampling_rate": float(dev.attrs.get("sampling_rate", np.nan))
+                    if dev is not None else np.nan,
+                    "lfp_sampling_rate": float(a.get("lfp_sampling_rate", np.nan)),
+                    "has_lfp_data": bool(a.get("has_lfp_data", False)),
+                })
         return pd.DataFrame(rows).set_index("id")
 
     def channels(self) -> pd.DataFrame:
-        g = _require(self._f, "general/extracellular_ephys/electrodes", self.file_url)
-        return read_table(g, skip={"group"})
+        with self._file() as f:
+            g = _require(f, "general/extracellular_ephys/electrodes", self.file_url)
+            return read_table(g, skip={"group"})
 
     def units(self) -> pd.DataFrame:
-        return read_table(_require(self._f, "units", self.file_url))
+        with self._file() as f:
+            return read_table(_require(f, "units", self.file_url))
 
     def spike_index(self) -> np.ndarray:
-        return _require(self._f, "units/spike_times_index", self.file_url)[()].astype(np.int64)
+        with self._file() as f:
+            return _require(f, "units/spike_times_index", self.file_url)[()].astype(np.int64)
 
     def spike_source(self) -> SpikeSource:
-        ds = _require(self._f, "units/spike_times", self.file_url)
-        return SpikeSource("nwb", self.file_url, self.storage_options, "units/spike_times",
-                           byte_offset=_raw_offset(ds), dtype=ds.dtype.str)
+        with self._file() as f:
+            ds = _require(f, "units/spike_times", self.file_url)
+            return SpikeSource("nwb", self.file_url, self.storage_options, "units/spike_times",
+                               byte_offset=_raw_offset(ds), dtype=ds.dtype.str)
 
     def stimulus_tables(self) -> dict[str, pd.DataFrame]:
-        intervals = _require(self._f, "intervals", self.file_url)
-        return {name: read_table(g) for name, g in intervals.items()
-                if name.endswith("_presentations")}
+        with self._file() as f:
+            intervals = _require(f, "intervals", self.file_url)
+            return {name: read_table(g) for name, g in intervals.items()
+                    if name.endswith("_presentations")}
 
     def invalid_times(self) -> pd.DataFrame:
-        g = self._f.get("intervals/invalid_times")
-        if g is None:
-            return super().invalid_times()
-        return read_table(g)
+        with self._file() as f:
+            g = f.get("intervals/invalid_times")
+            if g is None:
+                return super().invalid_times()
+            return read_table(g)
 
     def running_speed(self) -> pd.DataFrame:
-        g = self._f.get("processing/running/running_speed")
-        if g is None:
-            return pd.DataFrame(columns=["start_time", "end_time", "velocity"])
-        ts = g["timestamps"][()]
-        v = g["data"][()]
+        with self._file() as f:
+            g = f.get("processing/running/running_speed")
+            if g is None:
+                return pd.DataFrame(columns=["start_time", "end_time", "velocity"])
+            ts = g["timestamps"][()]
+            v = g["data"][()]
         end = np.append(ts[1:], ts[-1] + (ts[-1] - ts[-2] if ts.size > 1 else 0.0))
         return pd.DataFrame({"start_time": ts, "end_time": end, "velocity": v})
 
     def lfp_source(self, probe_id: int, probe_name: str) -> LFPSource:
         url = storage.join(self.url, f"probe_{probe_id}_lfp.nwb")
-        fs, path = storage.filesystem(url, self.storage_options)
-        try:
-            exists = fs.exists(path)
-        except Exception as exc:  # noqa: BLE001
-            raise storage.translate_error(exc, url) from exc
-        if not exists:
+        if not storage.exists(url, self.storage_options):
             raise NoLFPError(
                 f"Probe {probe_id} ({probe_name}) of session {self.session_id} has no LFP file "
                 f"({url} does not exist). A few probes of the real dataset were recorded without "
                 "LFP; pick a probe with has_lfp_data == True (session.probes).")
-        f = open_h5(url, self.storage_options)
-        base = None
-        for cand in (f"acquisition/probe_{probe_id}_lfp/probe_{probe_id}_lfp_data",
-                     f"acquisition/probe_{probe_id}_lfp_data"):
-            if cand in f:
-                base = cand
-                break
-        if base is None:
-            raise InvalidFileError(
-                f"{url} has no /acquisition/probe_{probe_id}_lfp/probe_{probe_id}_lfp_data: "
-                "not an Allen LFP file for this probe.")
-        data = f[f"{base}/data"]
-        ts = f[f"{base}/timestamps"]
-        region = f[f"{base}/electrodes"][()]
-        ids = f["general/extracellular_ephys/electrodes/id"][()]
-        chunks = data.chunks or data.shape
-        filters = _filters(data)
-        return LFPSource(
-            format="nwb", url=url, storage_options=self.storage_options,
-            data_path=f"{base}/data", timestamps_path=f"{base}/timestamps",
-            shape=tuple(int(s) for s in data.shape), chunks=tuple(int(c) for c in chunks),
-            dtype=data.dtype.str, filters=filters,
-            channel_ids=tuple(int(i) for i in ids[region]),
-            t_first=float(ts[0]), t_last=float(ts[-1]))
+        with open_h5(url, self.storage_options) as f:
+            base = None
+            for cand in (f"acquisition/probe_{probe_id}_lfp/probe_{probe_id}_lfp_data",
+                         f"acquisition/probe_{probe_id}_lfp_data"):
+                if cand in f:
+                    base = cand
+                    break
+            if base is None:
+                raise InvalidFileError(
+                    f"{url} has no /acquisition/probe_{probe_id}_lfp/probe_{probe_id}_lfp_data: "
+                    "not an Allen LFP file for this probe.")
+            data = f[f"{base}/data"]
+            ts = f[f"{base}/timestamps"]
+            region = f[f"{base}/electrodes"][()]
+            ids = f["general/extracellular_ephys/electrodes/id"][()]
+            chunks = data.chunks or data.shape
+            return LFPSource(
+                format="nwb", url=url, storage_options=self.storage_options,
+                data_path=f"{base}/data", timestamps_path=f"{base}/timestamps",
+                shape=tuple(int(s) for s in data.shape), chunks=tuple(int(c) for c in chunks),
+                dtype=data.dtype.str, filters=_filters(data),
+                channel_ids=tuple(int(i) for i in ids[region]),
+                t_first=float(ts[0]), t_last=float(ts[-1]))
+
+
+def open_session_reader(session_url: str, session_id: int,
+                        storage_options: dict | None) -> NWBSessionReader:
+    """The reader of a published session (the format's entry point, see ``readers``)."""
+    return NWBSessionReader(session_url, session_id, storage_options)
 
 
 def _str(v) -> str:
@@ -222,59 +256,62 @@ def _raw_offset(ds: h5py.Dataset) -> int | None:
 
 # ---- data reads (run inside Dask tasks) ----------------------------------------------------
 
-def _unfilter(raw: bytes, filters: tuple, mask: int, itemsize: int) -> bytes:
-    """Undo the HDF5 filter pipeline (applied in order on write, so reversed here)."""
-    buf = raw
+def _unfilter_many(raws: list[bytes], filters: tuple, masks: list[int], itemsize: int,
+                   chunk_bytes: int) -> list[bytes]:
+    """Undo the HDF5 filter pipeline of many chunks (applied in order on write, so reversed
+    here); the deflate step of all chunks runs as one batch on the inflate pool."""
+    bufs = list(raws)
     for i in reversed(range(len(filters))):
-        if mask & (1 << i):
-            continue  # this filter was skipped for this chunk
+        todo = [k for k, m in enumerate(masks) if not m & (1 << i)]  # bit set: filter skipped
         code = filters[i][0]
         if code == H5Z_DEFLATE:
-            buf = zlib.decompress(buf)
+            try:
+                out = inflate.inflate_many([bufs[k] for k in todo], chunk_bytes)
+            except inflate.InflateError as exc:
+                raise InvalidFileError(f"a compressed LFP chunk does not inflate ({exc}): the "
+                                       "file is damaged; re-copy it from the source cache."
+                                       ) from exc
+            for k, buf in zip(todo, out, strict=True):
+                bufs[k] = buf
         elif code == H5Z_SHUFFLE:
-            a = np.frombuffer(buf, np.uint8)
-            buf = a.reshape(itemsize, -1).T.tobytes()
+            for k in todo:
+                bufs[k] = np.frombuffer(bufs[k], np.uint8).reshape(itemsize, -1).T.tobytes()
         elif code == H5Z_FLETCHER32:
-            buf = buf[:-4]
-    return buf
+            for k in todo:
+                bufs[k] = bufs[k][:-4]
+    return bufs
 
 
 def read_lfp_block(src: LFPSource, i0: int, i1: int, cols: np.ndarray) -> np.ndarray:
-    """LFP samples ``[i0, i1)`` of columns ``cols`` as ``(time, channel)`` (exact chunk fetches)."""
+    """LFP samples ``[i0, i1)`` of columns ``cols`` as ``(time, channel)`` (exact chunk fetches).
+
+    The file is held only while the chunks' addresses are looked up; fetching and inflating
+    run without h5py (and without its global lock).
+    """
     cols = np.asarray(cols, dtype=np.int64)
-    f = open_h5(src.url, src.storage_options)
-    ds = f[src.data_path]
     dtype = np.dtype(src.dtype)
     ct, cc = src.chunks
-    if ds.chunks is None or any(code not in SUPPORTED_FILTERS for code, _ in src.filters):
-        order = np.argsort(cols)
-        block = ds[i0:i1, cols[order]] if len(cols) else np.empty((i1 - i0, 0), dtype)
-        out = np.empty_like(block)
-        out[:, order] = block
-        return out
     rows = range(i0 // ct, (i1 - 1) // ct + 1)
     ccols = np.unique(cols // cc)
-    infos = _chunk_infos(src, ds, [(r * ct, int(c) * cc) for r in rows for c in ccols])
-    keys, starts, stops, masks = [], [], [], []
-    for r in rows:
-        for c in ccols:
-            info = infos[(r * ct, int(c) * cc)]
-            keys.append((r, int(c)))
-            if info is None:
-                starts.append(None)
-                stops.append(None)
-                masks.append(0)
-            else:
-                starts.append(info.offset)
-                stops.append(info.offset + info.size)
-                masks.append(info.filter_mask)
-    fetch = [k for k, s in enumerate(starts) if s is not None]
-    blobs = storage.fetch_ranges(src.url, src.storage_options, [starts[k] for k in fetch],
-                                 [stops[k] for k in fetch]) if fetch else []
-    chunks: dict[tuple[int, int], np.ndarray] = {}
-    for k, blob in zip(fetch, blobs, strict=True):
-        raw = _unfilter(blob, src.filters, masks[k], dtype.itemsize)
-        chunks[keys[k]] = np.frombuffer(raw, dtype).reshape(ct, cc)
+    coords = [(r * ct, int(c) * cc) for r in rows for c in ccols]
+    with open_h5(src.url, src.storage_options) as f:
+        ds = f[src.data_path]
+        if ds.chunks is None or any(code not in SUPPORTED_FILTERS for code, _ in src.filters):
+            order = np.argsort(cols)
+            block = ds[i0:i1, cols[order]] if len(cols) else np.empty((i1 - i0, 0), dtype)
+            out = np.empty_like(block)
+            out[:, order] = block
+            return out
+        infos = _chunk_infos(src, ds, coords)
+    stored = [(coord, infos[coord]) for coord in coords if infos[coord] is not None]
+    blobs = storage.fetch_ranges(src.url, src.storage_options,
+                                 [info.offset for _, info in stored],
+                                 [info.offset + info.size for _, info in stored])
+    raws = _unfilter_many(blobs, src.filters, [info.filter_mask for _, info in stored],
+                          dtype.itemsize, ct * cc * dtype.itemsize)
+    chunks: dict[tuple[int, int], np.ndarray] = {
+        (r0 // ct, c0 // cc): np.frombuffer(raw, dtype).reshape(ct, cc)
+        for ((r0, c0), _), raw in zip(stored, raws, strict=True)}
     out = np.empty((i1 - i0, len(cols)), dtype)
     for r in rows:
         a, b = max(i0, r * ct), min(i1, (r + 1) * ct)
@@ -284,58 +321,29 @@ def read_lfp_block(src: LFPSource, i0: int, i1: int, cols: np.ndarray) -> np.nda
     return out
 
 
-class _Indexes:
-    """Per-process chunk indexes of LFP datasets (``chunkindex.ChunkIndex`` or ``None`` where
-    only h5py can read it), so that a file's B-tree nodes are fetched once per worker."""
-
-    def __init__(self) -> None:
-        self._pid = -1
-        self._lock = threading.Lock()
-        self._items: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
-
-    def get(self, key: tuple, make) -> Any:
-        if self._pid != os.getpid():  # forked: start afresh (the lock may be held elsewhere)
-            self._pid, self._lock, self._items = os.getpid(), threading.Lock(), \
-                collections.OrderedDict()
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        value = make()
-        with self._lock:
-            self._items[key] = value
-            while len(self._items) > 64:
-                self._items.popitem(last=False)
-        return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-    def forget(self, key: tuple) -> None:
-        with self._lock:
-            self._items[key] = None
-
-
-_indexes = _Indexes()
-storage.handles.on_clear.append(_indexes.clear)
+#: chunk indexes of LFP datasets per process (``chunkindex.ChunkIndex``, or ``None`` where only
+#: h5py can read it), so that a file's B-tree nodes are fetched once per worker
+indexes: ProcessCache[tuple[str, str, str], chunkindex.ChunkIndex | None] = ProcessCache(
+    "hdf5 chunk indexes", maxsize=64)
 
 
 def _chunk_infos(src: LFPSource, ds: h5py.Dataset, coords: list[tuple[int, int]]
                  ) -> dict[tuple[int, int], chunkindex.ChunkInfo | None]:
     """Where the chunks at ``coords`` are stored: from the B-tree read level by level in
     concurrent batches (``chunkindex``), else from h5py one chunk at a time."""
-    key = (src.url, storage.options_key(src.storage_options), src.data_path)
+    opts = storage.resolve(src.url, src.storage_options)
+    key = (src.url, opts.key, src.data_path)
 
     def fetch(starts: list[int], stops: list[int]) -> list[bytes]:
-        return storage.fetch_ranges(src.url, src.storage_options, starts, stops)
+        return storage.fetch_ranges(src.url, opts, starts, stops)
 
-    index = _indexes.get(key, lambda: chunkindex.chunk_index(ds, fetch))
+    index = indexes.get(key, lambda: chunkindex.chunk_index(ds, fetch))
     if index is not None:
         try:
             return index.lookup(coords)
         except (chunkindex.FormatNotHandled, struct.error, IndexError, ValueError):
-            _indexes.forget(key)
+            indexes.forget(key)  # this file's index is h5py's to read from now on
+            indexes.get(key, lambda: None)
     out: dict[tuple[int, int], chunkindex.ChunkInfo | None] = {}
     for coord in coords:
         info = ds.id.get_chunk_info_by_coord(coord)
@@ -345,32 +353,13 @@ def _chunk_infos(src: LFPSource, ds: h5py.Dataset, coords: list[tuple[int, int]]
 
 
 def read_timestamps(src: LFPSource, i0: int, i1: int) -> np.ndarray:
-    f = open_h5(src.url, src.storage_options)
-    return f[src.timestamps_path][i0:i1]
-
-
-def read_spikes(src: SpikeSource, start: int, stop: int) -> np.ndarray:
-    """Flat spike times ``[start, stop)``: one exact ranged read when stored raw."""
-    if stop <= start:
-        return np.empty(0, np.dtype(src.dtype))
-    if src.byte_offset is not None:
-        size = np.dtype(src.dtype).itemsize
-        (blob,) = storage.fetch_ranges(src.url, src.storage_options,
-                                       [src.byte_offset + size * start],
-                                       [src.byte_offset + size * stop])
-        return np.frombuffer(blob, np.dtype(src.dtype)).astype(np.float64, copy=False)
-    f = open_h5(src.url, src.storage_options)
-    return f[src.path][start:stop]
+    with open_h5(src.url, src.storage_options) as f:
+        return f[src.timestamps_path][i0:i1]
 
 
 def check_session_file(url: str, storage_options: dict | None) -> None:
     """Raise ``CacheNotFoundError`` if the session file is missing (before h5py sees it)."""
-    fs, path = storage.filesystem(url, storage_options)
-    try:
-        ok = fs.exists(path)
-    except Exception as exc:  # noqa: BLE001
-        raise storage.translate_error(exc, url) from exc
-    if not ok:
+    if not storage.exists(url, storage_options):
         raise CacheNotFoundError(f"{url} does not exist. The cache lists this session but its "
                                  "NWB file is missing: check that the copy of the cache is "
                                  "complete.")
@@ -380,9 +369,9 @@ def read_spike_ranges(src: SpikeSource, ranges: list[tuple[int, int]]) -> list[n
     """Several units' spike times: one concurrent batch of exact ranged reads when stored raw."""
     dtype = np.dtype(src.dtype)
     if src.byte_offset is None:
-        f = open_h5(src.url, src.storage_options)
-        ds = f[src.path]
-        return [ds[a:b] if b > a else np.empty(0, dtype) for a, b in ranges]
+        with open_h5(src.url, src.storage_options) as f:
+            ds = f[src.path]
+            return [ds[a:b] if b > a else np.empty(0, dtype) for a, b in ranges]
     want = [(a, b) for a, b in ranges if b > a]
     blobs = storage.fetch_ranges(
         src.url, src.storage_options,

@@ -13,8 +13,8 @@ import pandas as pd
 import xarray as xr
 from dask.base import tokenize
 
-from .errors import InvalidSelectionError
-from .readers import LFPSource, read_lfp_block, read_timestamps
+from ..errors import InvalidSelectionError
+from ..readers import LFPSource, read_lfp_block, read_timestamps
 
 
 def sample_range(src: LFPSource, time_range: tuple[float, float] | None) -> tuple[int, int]:

@@ -1,7 +1,9 @@
 """``map_sessions``: run a per-session analysis over many sessions in parallel, keep what worked.
 
 Each session's function runs on the client (it only opens metadata and builds a lazy graph); all
-graphs are then computed together on the cluster, so reads from every session overlap. A session
+graphs are then computed together where the client rule says (``tasks.client``: an explicit
+client, else a local scheduler chosen in Dask's config, else the current distributed client), so
+reads from every session overlap. A session
 that fails (missing file, bad data, a worker lost too often) is reported with its error and does not
 take the others down.
 """
@@ -58,6 +60,7 @@ def map_sessions(func: Callable[..., Any], session_ids: Iterable[int], cache=Non
     worker is lost); sessions that still fail are listed in ``.failed`` with the reason.
     """
     from ..catalog import open_cache
+    from .client import current_client
 
     cache = cache or open_cache()
     session_ids = [int(s) for s in session_ids]
@@ -71,13 +74,7 @@ def map_sessions(func: Callable[..., Any], session_ids: Iterable[int], cache=Non
             log.warning("session %s failed while building its graph: %s", sid, exc)
 
     done: dict[int, Any] = {}
-    if client is None:
-        try:
-            from distributed import get_client
-
-            client = get_client()
-        except (ImportError, ValueError):
-            client = None
+    client = current_client(client)
     if client is not None:
         from distributed import as_completed
 

@@ -19,7 +19,7 @@ Nothing here is a second copy of the chart's configuration. The launcher
    is found, see :func:`render_settings_python`),
 3. writes a ``jupyterhub_config.py`` and a ``dask_gateway_config.py`` that run the chart's
    ``extraConfig`` snippets verbatim against the servers' real ``c``
-   (:mod:`neuropixels_dask.hublocal_config`).
+   (:mod:`neuropixels_dask.local.hub.serverconfig`).
 
 What the launcher adds is only what Kubernetes would otherwise provide: ports on localhost, a
 local spawner and backend, the proxy binary, the S3 endpoint (``s3.endpointUrl``,
@@ -54,17 +54,15 @@ from typing import Any
 
 import yaml
 
-from . import hublocal_config
-from .errors import NeuropixelsDaskError
-from .hublocal_config import RUN_MARKER
+from ...errors import NeuropixelsDaskError
+from .. import resources
+from ..cli import needs_extra
+from . import serverconfig
+from .serverconfig import RUN_MARKER
 
 __all__ = ["HubLocal", "HubLocalError", "find_helm", "find_chp", "load_values",
            "merge_values", "register_cli", "render_settings_helm", "render_settings_python"]
 
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "helm" / "neuropixels-hub"
-TOOLS = REPO / ".tools"
-INSTALL_CHP = REPO / "scripts" / "install-chp.sh"
 SETTINGS_TEMPLATE = "templates/settings-configmap.yaml"
 #: Name of the Secret the launcher plays when the values name none.
 LOCAL_SECRET = "hub-local-s3"
@@ -83,13 +81,8 @@ class HubLocalError(NeuropixelsDaskError):
 
 
 def default_chart() -> Path:
-    """The chart: ``$NEUROPIXELS_HUB_CHART``, else ``helm/neuropixels-hub`` of this checkout."""
-    chart = Path(os.environ.get("NEUROPIXELS_HUB_CHART", CHART))
-    if not (chart / "values.yaml").is_file():
-        raise HubLocalError(
-            f"no Helm chart at {chart}: run from a checkout of the repository or set "
-            "NEUROPIXELS_HUB_CHART to helm/neuropixels-hub")
-    return chart
+    """The chart: ``$NEUROPIXELS_HUB_CHART``, else the copy inside the package."""
+    return resources.chart_dir()
 
 
 def merge_values(base: Mapping, override: Mapping) -> dict:
@@ -119,8 +112,8 @@ def load_values(chart: Path | None = None, files: Iterable[str | os.PathLike] = 
 
 
 def find_helm() -> str | None:
-    """``helm`` on PATH or in the project's ``.tools/bin`` (``scripts/install-helm.sh``)."""
-    for candidate in (shutil.which("helm"), TOOLS / "bin" / "helm"):
+    """``helm``: ``$HELM_BIN``, else on PATH (``./dev`` puts ``.tools/bin`` there)."""
+    for candidate in (os.environ.get("HELM_BIN"), shutil.which("helm")):
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
     return None
@@ -179,6 +172,32 @@ def _validate_python(values: dict) -> None:
     def fail(msg: str) -> None:
         raise HubLocalError(f"values refused: {msg}")
 
+    jh = values.get("jupyterhub") or {}
+    gw = values.get("dask-gateway") or {}
+    if not (jh.get("enabled") and gw.get("enabled")):
+        fail("jupyterhub.enabled and dask-gateway.enabled must both stay true: this chart wires "
+             "the two together (the gateway reads its hub token from the jupyterhub chart's "
+             "Secret `hub`, the hub proxies /services/dask-gateway/ to the gateway, and the "
+             "NetworkPolicies and settings name both); for one of them alone, install its "
+             "official chart directly")
+    if not isinstance(((jh.get("hub") or {}).get("services") or {}).get("dask-gateway"), dict):
+        fail("jupyterhub.hub.services.dask-gateway must stay: the jupyterhub chart generates "
+             "the gateway's hub token for that service (Secret `hub`, key "
+             "hub.services.dask-gateway.apiToken)")
+    if ((jh.get("singleuser") or {}).get("cloudMetadata") or {}).get("blockWithIptables"):
+        fail("jupyterhub.singleuser.cloudMetadata.blockWithIptables must stay false: its "
+             "iptables init container runs as root and privileged, which "
+             "securityContext.pod.runAsNonRoot forbids, so the kubelet would refuse every user "
+             "pod; the NetworkPolicies block the cloud metadata server instead")
+    backend = (gw.get("gateway") or {}).get("backend") or {}
+    for role in ("scheduler", "worker"):
+        for what in ("cores", "memory"):
+            for kind in ("request", "limit"):
+                if ((backend.get(role) or {}).get(what) or {}).get(kind) is not None:
+                    fail(f"dask-gateway.gateway.backend.{role}.{what}.{kind} is set: Dask pod "
+                         f"sizes come from dask.{role} (requests = limits; workers within the "
+                         "users' cluster options), so that no limit can fall below a request; "
+                         "remove it")
     if values["credentials"]["existingSecret"] and values["s3"]["anon"]:
         fail("credentials.existingSecret is set but s3.anon is true: anonymous reads would "
              "ignore the credentials; set s3.anon=false")
@@ -274,10 +293,11 @@ def render_settings_python(values: dict, chart: Path | None = None, release: str
         if keys.get("sessionToken"):
             secret_env["AWS_SESSION_TOKEN"] = {"name": secret, "key": keys["sessionToken"]}
     image = values["image"]
+    ref = f"{image['name']}:{image['tag']}"
     return {
         "version": 1,
-        "image": {"ref": f"{image['name']}:{image['tag']}", "pullPolicy": image["pullPolicy"],
-                  "pullSecrets": image["pullSecrets"]},
+        "image": {"ref": ref, "pullPolicy": image["pullPolicy"],
+                  "pullSecrets": image["pullSecrets"], "allowed": _allowed_images(values, ref)},
         "env": env,
         "secretEnv": secret_env,
         "serviceAccountName": sa_name,
@@ -289,38 +309,46 @@ def render_settings_python(values: dict, chart: Path | None = None, release: str
         },
         "dask": values["dask"],
         "securityContext": values["securityContext"],
+        "scratch": values["scratch"],
     }
+
+
+def _allowed_images(values: dict, ref: str) -> list[str]:
+    """``neuropixels-hub.images``: the chart's image, then the images profiles name literally
+    (a profile's own override, then its options' choices in key order), first occurrence kept."""
+    images = [ref]
+    single = (values.get("jupyterhub") or {}).get("singleuser") or {}
+    for profile in single.get("profileList") or []:
+        overrides = [profile.get("kubespawner_override") or {}]
+        for _, option in sorted((profile.get("profile_options") or {}).items()):
+            for _, choice in sorted((option.get("choices") or {}).items()):
+                overrides.append(choice.get("kubespawner_override") or {})
+        images += [str(o["image"]) for o in overrides
+                   if o.get("image") and "{" not in str(o["image"])]
+    return list(dict.fromkeys(images))
 
 
 # ----------------------------------------------------------------------------------- helpers
 
 
 def find_chp() -> str | None:
-    """configurable-http-proxy: ``$CONFIGPROXY_BIN``, PATH, or the launcher that ``./dev setup``
-    (``scripts/install-chp.sh``) writes into ``.tools/chp/bin`` of this checkout."""
-    candidates = [os.environ.get("CONFIGPROXY_BIN"), shutil.which("configurable-http-proxy"),
-                  TOOLS / "chp" / "bin" / "configurable-http-proxy"]
-    for candidate in candidates:
+    """configurable-http-proxy: ``$CONFIGPROXY_BIN``, else on PATH (``./dev`` puts the one
+    ``scripts/install-chp.sh`` installs there)."""
+    for candidate in (os.environ.get("CONFIGPROXY_BIN"), shutil.which("configurable-http-proxy")):
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
     return None
 
 
-def ensure_chp(dest: str | os.PathLike = TOOLS / "chp") -> str:
-    """The proxy binary, installed from npm by ``scripts/install-chp.sh`` when missing."""
+def ensure_chp() -> str:
+    """The proxy binary, or an error saying how to install it."""
     found = find_chp()
     if found:
         return found
-    if not INSTALL_CHP.is_file():
-        raise HubLocalError("configurable-http-proxy not found: `npm install -g "
-                            "configurable-http-proxy` or set CONFIGPROXY_BIN")
-    print("configurable-http-proxy not found: installing it with scripts/install-chp.sh…",
-          file=sys.stderr, flush=True)
-    out = subprocess.run(["bash", str(INSTALL_CHP), str(dest)], capture_output=True, text=True,
-                         timeout=600)
-    if out.returncode != 0:
-        raise HubLocalError(f"installing configurable-http-proxy failed:\n{out.stderr.strip()}")
-    return out.stdout.strip().splitlines()[-1]
+    raise HubLocalError(
+        "configurable-http-proxy (JupyterHub's proxy) was not found on PATH. Install it with "
+        "`npm install -g configurable-http-proxy` (or run `./dev hub` in the repository, which "
+        "installs it), or point CONFIGPROXY_BIN at it.")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -589,8 +617,8 @@ class HubLocal:
         bucket, prefix = _s3_location(user_values["cache"]["url"])
 
         # The data: a synthetic cache, served where cache.url points, credentials required.
-        from .s3server import LocalS3Server
-        from .synth import generate_cache
+        from ..s3server import LocalS3Server
+        from ..synth import generate_cache
 
         cache_dir = self.cache_dir or self.workdir / "cache"
         generate_cache(str(cache_dir), self.preset, progress=False)
@@ -667,11 +695,10 @@ class HubLocal:
         fd = os.open(launch_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(self._launch, f, indent=1)
-        helper = Path(hublocal_config.__file__).resolve()
         for name, func in (("jupyterhub_config.py", "configure_hub"),
                            ("dask_gateway_config.py", "configure_gateway")):
             (self.workdir / name).write_text(_CONFIG_FILE.format(
-                helper=str(helper), func=func, launch=str(launch_path)))
+                module=serverconfig.__name__, func=func, launch=str(launch_path)))
 
     def _gateway_service(self) -> str:
         """The hub service whose token the gateway uses (``apiTokenFromSecretKey`` names it)."""
@@ -789,12 +816,12 @@ class HubLocal:
         """The environment a notebook of this hub gets from the hub: the spawner environment
         that the chart's hub snippet computes (gateway addresses, data settings, credentials),
         plus JupyterHub's own variables. Computed by running the same configuration as the hub
-        process (:func:`hublocal_config.configure_hub`) on a fresh config object."""
+        process (:func:`serverconfig.configure_hub`) on a fresh config object."""
         from traitlets.config import Config
 
         c = Config()
         with _env_var("NEUROPIXELS_HUB_SETTINGS", json.dumps(self.settings)):
-            hublocal_config.configure_hub(c, self._launch)
+            serverconfig.configure_hub(c, self._launch)
         env = {k: v for k, v in c.Spawner.environment.items() if isinstance(v, str)}
         env["JUPYTERHUB_API_URL"] = self.api_url
         if token is not None:
@@ -839,13 +866,10 @@ class HubLocal:
 
 _CONFIG_FILE = '''\
 # Written by `neuropixels-dask hub local`: the chart's extraConfig snippets run against this
-# server's real `c` (see analysis/neuropixels_dask/hublocal_config.py).
-import importlib.util
+# server's real `c` (see {module}).
+from {module} import {func}
 
-_spec = importlib.util.spec_from_file_location("_npd_hublocal_config", {helper!r})
-_mod = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_mod)
-_mod.{func}(c, {launch!r})
+{func}(c, {launch!r})
 '''
 
 
@@ -865,6 +889,7 @@ def _env_var(name: str, value: str):
 # --------------------------------------------------------------------------------------- CLI
 
 
+@needs_extra("`neuropixels-dask hub local`")
 def _cmd_hub_local(args: Any) -> int:
     hub = HubLocal(values_files=args.values or (), port=args.port, users=args.user or (),
                    password=args.password, cache_dir=args.cache_dir, preset=args.preset,

@@ -1,6 +1,6 @@
 """Configuration of the local hub's JupyterHub and dask-gateway-server, run INSIDE those processes.
 
-``neuropixels-dask hub local`` (:mod:`neuropixels_dask.hublocal`) writes a ``jupyterhub_config.py``
+``neuropixels-dask hub local`` (:mod:`neuropixels_dask.local.hub.launcher`) writes a ``jupyterhub_config.py``
 and a ``dask_gateway_config.py`` that load this file by its path and call :func:`configure_hub` /
 :func:`configure_gateway` with the real ``c`` of the server. Each function does three things, in
 the order the charts do them on Kubernetes:
@@ -15,8 +15,9 @@ the order the charts do them on Kubernetes:
    with ``c`` in scope and ``NEUROPIXELS_HUB_SETTINGS`` in the environment, exactly as the pods
    run them.
 
-Standard library only, and loaded by file path (not as part of the package), so that the hub and
-gateway processes do not import the science stack; on Kubernetes they do not have it either.
+Standard library only: the hub and gateway processes import this module and, through the
+package's lazy ``__init__``, nothing of the science stack; on Kubernetes they do not have it
+either.
 """
 
 from __future__ import annotations

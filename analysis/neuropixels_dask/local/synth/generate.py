@@ -262,7 +262,7 @@ def generate_cache(url: str, preset: str | Preset = "tiny", *, reuse: bool = Tru
 
     import fsspec
 
-    from ..config import storage_options_from_config
+    from ...config import storage_options_from_config
 
     so = storage_options if storage_options is not None else storage_options_from_config(url)
     fs, root = fsspec.core.url_to_fs(url, **so)
@@ -324,7 +324,7 @@ def load_ground_truth(url: str, storage_options: dict | None = None) -> dict:
     """Read the ground-truth sidecar of a synthetic cache."""
     import fsspec
 
-    from ..config import storage_options_from_config
+    from ...config import storage_options_from_config
 
     so = storage_options if storage_options is not None else storage_options_from_config(url)
     with fsspec.open(f"{url.rstrip('/')}/{GROUND_TRUTH_FILE}", **so) as f:
