@@ -257,16 +257,13 @@ def _shards_in_memory(arr: zarr.Array, url: str, path: str, storage_options: dic
     proto = default_buffer_prototype()
     tail = (0,) * (arr.ndim - 1)
     keys = [arr.metadata.encode_chunk_key((s, *tail)) for s in shards]
-    fs, _ = zs.filesystem(url, storage_options)
-    paths = [fs._strip_protocol(storage.join(url, path, k)) for k in keys]
-    try:
-        blobs = fs.cat(paths, on_error="omit")  # a missing shard reads as fill value
-    except Exception as exc:  # noqa: BLE001
-        raise _translate(exc, storage.join(url, path)) from exc
+    urls = [storage.join(url, path, k) for k in keys]
+    # a missing shard reads as fill value
+    blobs = storage.fetch_objects(urls, zs.storage_options(url, storage_options), missing_ok=True)
     content = dict(arr.metadata.to_buffer_dict(proto))
-    for k, p in zip(keys, paths, strict=True):
-        if p in blobs:
-            content[k] = proto.buffer.from_bytes(blobs[p])
+    for k, blob in zip(keys, blobs, strict=True):
+        if blob is not None:
+            content[k] = proto.buffer.from_bytes(blob)
     return zarr.open_array(zarr.storage.MemoryStore(content), mode="r", zarr_format=3)
 
 
@@ -326,18 +323,10 @@ def read_spike_ranges(src: SpikeSource, ranges: list[tuple[int, int]]) -> list[n
             starts.append(src.byte_offset + s * dtype.itemsize)
             stops.append(src.byte_offset + e * dtype.itemsize)
             owners.append(k)
-    blobs: list[bytes] = []
-    if paths:
-        fs, _ = zs.filesystem(src.url, src.storage_options)
-        local = [fs._strip_protocol(p) for p in paths]
-        try:
-            blobs = fs.cat_ranges(local, starts, stops)
-        except Exception as exc:  # noqa: BLE001
-            raise _translate(exc, storage.join(src.url, src.path)) from exc
+    blobs = storage.fetch_object_ranges(paths, zs.storage_options(src.url, src.storage_options),
+                                        starts, stops)
     parts: list[list[bytes]] = [[] for _ in ranges]
     for k, blob in zip(owners, blobs, strict=True):
-        if isinstance(blob, BaseException):
-            raise _translate(blob, storage.join(src.url, src.path))
         parts[k].append(blob)
     return [np.frombuffer(b"".join(p), dtype).astype(np.float64, copy=False) if p
             else np.empty(0, np.float64) for p in parts]

@@ -18,14 +18,15 @@ from __future__ import annotations
 import fsspec
 
 from ..caching import ProcessCache
-from . import retries
+from . import ranges, retries
 from .hdf5file import HDF5BlockCache, open_hdf5_file
 from .options import StorageOptions, is_s3, options_key, resolve, with_defaults
 from .reach import check_reachable
 from .retries import RetryLog, retry_counts, retry_log
 from .translate import translate_error
 
-__all__ = ["HDF5BlockCache", "RetryLog", "StorageOptions", "exists", "fetch_ranges",
+__all__ = ["HDF5BlockCache", "RetryLog", "StorageOptions", "exists", "fetch_object_ranges",
+           "fetch_objects", "fetch_ranges",
            "filesystem", "is_s3", "join", "open_file", "options_key", "resolve", "retry_counts",
            "retry_log", "translate_error", "with_defaults"]
 
@@ -80,10 +81,32 @@ def exists(url: str, storage_options: dict | None = None) -> bool:
 def fetch_ranges(url: str, storage_options: dict | None, starts: list[int],
                  stops: list[int]) -> list[bytes]:
     """Bytes ``[start, stop)`` of ``url`` for every pair, fetched concurrently (:mod:`.ranges`)."""
-    from .ranges import fetch
-
     fs, path = filesystem(url, storage_options)
     try:
-        return fetch(fs, path, starts, stops)
+        return ranges.fetch(fs, path, starts, stops)
     except Exception as exc:  # noqa: BLE001
         raise translate_error(exc, url) from exc
+
+
+def fetch_object_ranges(urls: list[str], storage_options: dict | None, starts: list[int],
+                        stops: list[int]) -> list[bytes]:
+    """Bytes ``[starts[i], stops[i])`` of ``urls[i]`` (objects of one store), concurrently."""
+    if not urls:
+        return []
+    fs, _ = filesystem(urls[0], storage_options)
+    try:
+        return ranges.fetch_many(fs, [fs._strip_protocol(u) for u in urls], starts, stops)
+    except Exception as exc:  # noqa: BLE001
+        raise translate_error(exc, urls[0].rsplit("/", 1)[0]) from exc
+
+
+def fetch_objects(urls: list[str], storage_options: dict | None, missing_ok: bool = False
+                  ) -> list[bytes | None]:
+    """Whole objects of one store, concurrently (``None`` for a missing one if ``missing_ok``)."""
+    if not urls:
+        return []
+    fs, _ = filesystem(urls[0], storage_options)
+    try:
+        return ranges.fetch_objects(fs, [fs._strip_protocol(u) for u in urls], missing_ok)
+    except Exception as exc:  # noqa: BLE001
+        raise translate_error(exc, urls[0].rsplit("/", 1)[0]) from exc
