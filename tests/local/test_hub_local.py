@@ -5,14 +5,17 @@ extraConfig snippets. A user with only a hub token and the environment of a user
 runs the analyses with workers reading S3 with the chart's credentials, and shuts down; the
 limits the chart promises hold; the gateway refuses requests without a valid hub token and hub
 tokens without access to its service (the chart's roles grant it to users and notebook servers);
-Ctrl-C leaves nothing running.
+Ctrl-C leaves nothing running, the users' JupyterLab servers and kernels included.
 
 The user's "notebook" is a separate Python process whose environment is exactly what the hub
-prints for a user pod (plus PATH/HOME), so nothing of the test process leaks into it.
+prints for a user pod (plus PATH/HOME), so nothing of the test process leaks into it; a kernel
+of a real JupyterLab spawned by the hub has that same environment. (In a real browser:
+tests/local/test_hub_browser.py.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -302,6 +305,46 @@ def test_config_files_run_the_chart_snippets(monkeypatch, tmp_path):
                                                                    "worker_memory"]
 
 
+def test_homes_are_seeded_by_the_charts_hook(tmp_path):
+    """The chart's postStart hook, run for a local server as the kubelet runs it for a pod:
+    the example notebooks are copied into the home, never over the user's files, once per
+    image (here: per version of the examples)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from neuropixels_dask.local.hub.serverconfig import seed_hook
+    from neuropixels_dask.local.resources import notebooks_dir
+
+    command = hublocal.post_start_command(load_values(CHART))
+    assert command and command[0] == "sh"  # the chart's own hook, verbatim
+    notebooks = notebooks_dir()
+    image = hublocal.notebooks_image(notebooks)
+    assert image == hublocal.notebooks_image(notebooks) and image.startswith("neuropixels-dask==")
+    home = tmp_path / "home" / "alice"
+    spawner = SimpleNamespace(home_dir=str(home), user=SimpleNamespace(name="alice"))
+
+    def spawn(image: str) -> None:
+        hook = seed_hook({"command": command, "notebooks": str(notebooks), "image": image})
+        asyncio.run(hook(spawner))
+
+    spawn(image)
+    examples = sorted(p.name for p in notebooks.glob("*.ipynb"))
+    assert examples and sorted(p.name for p in home.glob("*.ipynb")) == examples
+    assert (home / "quickstart.ipynb").read_bytes() == (notebooks / "quickstart.ipynb").read_bytes()
+    assert (home / ".neuropixels-hub" / "seeded").read_text() == image
+    # The user edits one example and deletes another: the next spawn keeps both choices ...
+    (home / "quickstart.ipynb").write_text("my edits")
+    (home / "scale_out.ipynb").unlink()
+    spawn(image)
+    assert (home / "quickstart.ipynb").read_text() == "my edits"
+    assert not (home / "scale_out.ipynb").exists()
+    # ... until new examples arrive: copied again, still never over the user's file.
+    spawn(image + "-next")
+    assert (home / "quickstart.ipynb").read_text() == "my edits"
+    assert (home / "scale_out.ipynb").is_file()
+    assert (home / ".neuropixels-hub" / "seeded").read_text() == image + "-next"
+
+
 def test_cache_url_must_be_s3(tmp_path):
     values = tmp_path / "v.yaml"
     values.write_text(yaml.safe_dump({"cache": {"url": "/data/cache"}}))
@@ -374,12 +417,17 @@ def test_hub_local_end_to_end(tmp_path, tiny_cache_dir):
             "s3://allen-brain-observatory/visual-coding-neuropixels/ecephys-cache/")
         assert printed["AWS_ACCESS_KEY_ID"].startswith("hublocal")  # from the played Secret
 
-        # Logging in with a browser's form: the hub answers and, with no notebook server
-        # installed, sends the user to the token page instead of a spawn that would fail.
+        # Logging in with a browser's form spawns the user's JupyterLab (the `notebook` extra,
+        # which the test extra brings): the hub shows its pending page, or sends the browser
+        # straight on to JupyterLab when the server was up within the hub's own wait.
+        # (tests/local/test_hub_browser.py does this in a real browser, notebooks and all.)
+        assert hublocal._has_notebook_server()
+        assert "JupyterLab for each user" in next(line for line in out.lines
+                                                  if "notebooks:" in line)
         status, landed, page = _login(hub_url, "alice", PASSWORD)
-        assert status == 200 and 'href="/hub/logout"' in page
-        if not hublocal._has_notebook_server():
-            assert landed == f"{hub_url}/hub/token", landed
+        assert status == 200, (landed, page[:300])
+        assert landed in (f"{hub_url}/hub/spawn-pending/alice",
+                          f"{hub_url}/user/alice/lab"), landed
         assert _login(hub_url, "alice", "wrong-password")[1].startswith(f"{hub_url}/hub/login")
 
         # A user whose name is not allowed, or with a wrong password, gets no token.
@@ -513,12 +561,28 @@ def test_hub_local_end_to_end(tmp_path, tiny_cache_dir):
                 assert time.monotonic() < deadline, _logs(workdir)
                 time.sleep(0.3)
 
+        # Alice's JupyterLab (spawned by her login above), seeded home, and a kernel in it with
+        # exactly a user pod's environment, left running for Ctrl-C too.
+        alice_token = alice_env["JUPYTERHUB_API_TOKEN"]
+        _wait_server_ready(hub_url, "alice", alice_token, _logs(workdir))
+        assert (workdir / "home" / "alice" / "quickstart.ipynb").is_file()
+        status, kernel = http("POST", f"{hub_url}/user/alice/api/kernels",
+                              token=alice_token, body={"name": "python3"})
+        assert status == 201, kernel
+        kernel_env = _kernel_environment(cli.pid, kernel["id"])
+        pod_keys = [k for k in printed if not k.startswith("JUPYTERHUB_")]  # hub's own
+        assert {k: kernel_env.get(k) for k in pod_keys} == {k: printed[k] for k in pod_keys}
+        assert kernel_env["JUPYTERHUB_SERVICE_PREFIX"] == "/user/alice/"
+        assert kernel_env["HOME"] == str(workdir / "home" / "alice")
+
         # Ctrl-C: everything stops, nothing is left running.
         tree = _descendants(cli.pid)
         names = {_name(p) for p in tree}
-        # proxy, hub, gateway (+ its proxy), Bob's scheduler and worker, the S3 server
+        # proxy, hub, gateway (+ its proxy), Bob's scheduler and worker, the S3 server, Alice's
+        # notebook server and kernel
         assert {"configurable-http-proxy", "jupyterhub", "dask_gateway_server",
-                "dask-gateway-proxy", "dask scheduler", "dask worker", "s3server"} <= names, names
+                "dask-gateway-proxy", "dask scheduler", "dask worker", "s3server",
+                "jupyterhub-singleuser", "ipykernel_launcher"} <= names, names
         run_ids = {_marker(p) for p in tree} - {None}
         assert len(run_ids) == 1
         t_stop = time.monotonic()
@@ -528,6 +592,7 @@ def test_hub_local_end_to_end(tmp_path, tiny_cache_dir):
         assert _alive(tree) == []
         assert hublocal.marked_processes(run_ids.pop()) == []
         assert out.lines[-1].startswith("stopped: no hub, gateway, cluster or S3 process")
+        assert "notebook server or kernel" in out.lines[-1]
         assert _refused(hub_url)
     finally:
         if cli.poll() is None:  # the test failed: still stop everything, gracefully first
@@ -570,7 +635,8 @@ def _name(p: psutil.Process) -> str:
     except psutil.Error:
         return "?"
     for name in ("configurable-http-proxy", "dask-gateway-proxy", "dask scheduler",
-                 "dask worker", "s3server", "jupyterhub", "dask_gateway_server"):
+                 "dask worker", "s3server", "jupyterhub-singleuser", "ipykernel_launcher",
+                 "jupyterhub", "dask_gateway_server"):
         if name in cmd:
             return name
     return cmd[:80]
@@ -581,6 +647,32 @@ def _marker(p: psutil.Process) -> str | None:
         return p.environ().get(RUN_MARKER)
     except psutil.Error:
         return None
+
+
+def _wait_server_ready(hub_url: str, user: str, token: str, logs: str,
+                       timeout: float = 120) -> None:
+    """The user's notebook server is up (the hub's model says ready)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, model = http("GET", f"{hub_url}/hub/api/users/{user}", token=token)
+        assert status == 200, model
+        if (model.get("servers") or {}).get("", {}).get("ready"):
+            return
+        assert time.monotonic() < deadline, f"{user}'s server did not start:\n{logs}"
+        time.sleep(0.5)
+
+
+def _kernel_environment(root: int, kernel_id: str, timeout: float = 60) -> dict[str, str]:
+    """The environment of the kernel process ``kernel_id`` (a descendant of ``root``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for proc in _descendants(root):
+            with contextlib.suppress(psutil.Error):
+                cmd = " ".join(proc.cmdline())
+                if "ipykernel_launcher" in cmd and kernel_id in cmd:
+                    return proc.environ()
+        assert time.monotonic() < deadline, f"no process for kernel {kernel_id}"
+        time.sleep(0.3)
 
 
 def _wait_running(gateway, name: str, timeout: float = 60) -> None:

@@ -5,7 +5,10 @@ Runs every moving part of the Helm chart except Kubernetes itself, on 127.0.0.1:
 - **configurable-http-proxy** (the jupyterhub chart's ``proxy`` pod), from npm
   (``scripts/install-chp.sh``);
 - **JupyterHub** with a shared-password authenticator and a local process spawner (instead of an
-  OAuth login and KubeSpawner);
+  OAuth login and KubeSpawner): each user gets a real JupyterLab (``jupyterhub-singleuser``, the
+  image's notebook server, from the ``notebook`` extra) in a home folder under the workdir,
+  seeded with the example notebooks by the chart's own ``postStart`` hook, its kernels running
+  with exactly the environment the chart gives a user pod;
 - **dask-gateway-server** registered as the hub service ``dask-gateway``, authenticating users
   with their JupyterHub token, clusters as local processes (instead of the KubeBackend);
 - the **local S3 server** holding a synthetic cache at the chart's ``cache.url``, readable only
@@ -24,8 +27,10 @@ Nothing here is a second copy of the chart's configuration. The launcher
 What the launcher adds is only what Kubernetes would otherwise provide: ports on localhost, a
 local spawner and backend, the proxy binary, the S3 endpoint (``s3.endpointUrl``,
 ``s3.anon=false``) and the Secret behind ``credentials.existingSecret`` (it plays the kubelet,
-resolving the chart's ``secretKeyRef`` entries). The per-process lifetime is managed here too:
-every process runs in its own process group, carries a marker in its environment, and
+resolving the chart's ``secretKeyRef`` entries; running the notebook container's ``postStart``
+hook), and the example notebooks from the package (:func:`..resources.notebooks_dir`). The
+per-process lifetime is managed here too: every process runs in its own process group, carries a
+marker in its environment (so do the users' servers and kernels, which inherit it), and
 :meth:`HubLocal.stop` (also on Ctrl-C, SIGTERM and at interpreter exit) stops them in order and
 kills whatever survived.
 """
@@ -35,6 +40,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import copy
+import hashlib
 import json
 import os
 import secrets
@@ -423,6 +429,34 @@ def _has_notebook_server() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("jupyter_server", "jupyterlab"))
 
 
+def notebooks_image(notebooks: Path) -> str:
+    """What stands for ``$JUPYTER_IMAGE_SPEC`` (the pod's image) when the chart's hook seeds a
+    local home: this installation's version and a digest of its example notebooks. The hook
+    seeds once per value, as once per image on Kubernetes: examples that change (a new release,
+    an edited checkout) are copied again, without overwriting the user's files."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = version("neuropixels-dask")
+    except PackageNotFoundError:  # pragma: no cover - run from a bare source tree
+        release = "unknown"
+    digest = hashlib.sha256()
+    for path in sorted(notebooks.rglob("*")):
+        if path.is_file() and ".ipynb_checkpoints" not in path.parts:
+            digest.update(str(path.relative_to(notebooks)).encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return f"neuropixels-dask=={release} notebooks@sha256:{digest.hexdigest()[:16]}"
+
+
+def post_start_command(values: Mapping) -> list[str] | None:
+    """``jupyterhub.singleuser.lifecycleHooks.postStart.exec.command`` of the merged values (what
+    z2jh hands KubeSpawner as the notebook container's postStart hook), or None."""
+    single = ((values.get("jupyterhub") or {}).get("singleuser") or {})
+    post_start = (single.get("lifecycleHooks") or {}).get("postStart") or {}
+    command = (post_start.get("exec") or {}).get("command")
+    return [str(part) for part in command] if command else None
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     """Linux: SIGTERM the server when the launcher dies, even by SIGKILL (no cleanup code of
     ours can run then); the servers then stop their own children (clusters, notebooks)."""
@@ -511,6 +545,8 @@ class HubLocal:
     helm: path of the helm binary; ``"auto"`` finds one (PATH, ``.tools/bin``) and falls back to
         :func:`render_settings_python` without; ``None`` forces the fallback.
     chp: path of configurable-http-proxy (default: found or installed by ``install-chp.sh``).
+    notebooks: the example notebooks that seed each user's home (default:
+        :func:`neuropixels_dask.local.resources.notebooks_dir`, the package's copy).
     """
 
     def __init__(self, *, chart: str | os.PathLike | None = None,
@@ -520,7 +556,8 @@ class HubLocal:
                  cache_dir: str | os.PathLike | None = None, preset: str = "tiny",
                  workdir: str | os.PathLike | None = None, helm: str | None = "auto",
                  chp: str | None = None, release: str = "hub", namespace: str = "default",
-                 startup_timeout: float = 120.0, log_level: str = "INFO") -> None:
+                 startup_timeout: float = 120.0, log_level: str = "INFO",
+                 notebooks: str | os.PathLike | None = None) -> None:
         self.chart = Path(chart) if chart else default_chart()
         self.values_files = [Path(p) for p in values_files]
         self.extra_values = dict(values or {})
@@ -537,6 +574,9 @@ class HubLocal:
         self.namespace = namespace
         self.startup_timeout = startup_timeout
         self.log_level = log_level
+        self._notebooks_arg = notebooks
+        #: The example notebooks seeding the homes (set at start; None without a notebook server).
+        self.notebooks: Path | None = None
         self.run_id = secrets.token_hex(8)
         self.workdir: Path | None = None
         self.values: dict = {}
@@ -573,6 +613,17 @@ class HubLocal:
     @property
     def cache_url(self) -> str:
         return self.values["cache"]["url"]
+
+    def home(self, user: str) -> Path:
+        """The user's home folder (the local spawner's HOME and root folder; the user's volume on
+        Kubernetes), seeded with the example notebooks at the first spawn."""
+        assert self.workdir is not None, "start() the hub first"
+        return self.workdir / "home" / user
+
+    def lab_url(self, user: str) -> str:
+        """Where the user's server opens (``jupyterhub.singleuser.defaultUrl``: ``/lab``)."""
+        default = (self.values["jupyterhub"].get("singleuser") or {}).get("defaultUrl") or "/"
+        return f"{self.url}/user/{user}/{default.lstrip('/')}"
 
     # --------------------------------------------------------------------------- lifecycle
     def __enter__(self) -> HubLocal:
@@ -681,13 +732,22 @@ class HubLocal:
         tokens = {"proxy": secrets.token_hex(32),
                   "services": {name: secrets.token_hex(32) for name in jh_services}}
         bindir = Path(sys.executable).parent
+        has_notebooks = _has_notebook_server()
+        seed = None
+        command = post_start_command(self.values)
+        if has_notebooks:
+            self.notebooks = resources.notebooks_dir(self._notebooks_arg).resolve()
+            if command:
+                seed = {"command": command, "notebooks": str(self.notebooks),
+                        "image": notebooks_image(self.notebooks)}
         self._launch = {
             "host": self.host, "ports": self.ports, "workdir": str(self.workdir),
             "values": self.values, "tokens": tokens, "password": self.password,
             "users": self.users, "secret_env": self.secret_env,
             "singleuser_cmd": str(bindir / "jupyterhub-singleuser"),
             "as_root": hasattr(os, "geteuid") and os.geteuid() == 0,
-            "notebooks": _has_notebook_server(),
+            "notebooks": has_notebooks,
+            "seed": seed,
             "hub_log_level": self.log_level,
             "gateway_log_level": None if self.log_level == "INFO" else self.log_level,
         }
@@ -832,12 +892,27 @@ class HubLocal:
 
     # ------------------------------------------------------------------------------ report
     def summary(self) -> str:
-        """Where to log in and what a user's notebook environment holds."""
+        """Where to log in, where notebooks open, and what a user's environment holds."""
         if self._launch.get("notebooks"):
-            notebooks = "JupyterLab servers start as local processes after login"
+            seeded = ""
+            if self._launch.get("seed") and self.notebooks is not None:
+                names = sorted(p.name for p in self.notebooks.glob("*.ipynb"))
+                seeded = f", seeded with {', '.join(names)}"
+            notebooks = [
+                f"  notebooks: JupyterLab for each user at {self.url}/user/<name>/lab",
+                f"             (home: {self.workdir / 'home'}/<name>{seeded})",
+            ]
+            env_intro = ("Every user's JupyterLab and kernels get a user pod's environment; for "
+                         "a script outside the hub, use it with your token from /hub/token "
+                         f"(`{_display_path(sys.executable)} -c 'import neuropixels_dask as npd; "
+                         "c = npd.get_client(); print(c); c.cluster.shutdown()'`):")
         else:
-            notebooks = ("none installed here (the project's environment has no JupyterLab): "
-                         "logging in opens /hub/token; use the token with the environment below")
+            notebooks = ["  notebooks: none installed here (no JupyterLab in this environment: "
+                         "pip install 'neuropixels-dask[notebook]'): logging in opens /hub/token;",
+                         "             use the token with the environment below"]
+            env_intro = ("A user pod's environment (paste into a shell with your token, then "
+                         f"`{_display_path(sys.executable)} -c 'import neuropixels_dask as npd; "
+                         "c = npd.get_client(); print(c); c.cluster.shutdown()'`):")
         env = self.user_environment(token="<your token from /hub/token>")
         who = (f"users {', '.join(self.users)}" if self.users else "any user name")
         lines = [
@@ -846,17 +921,15 @@ class HubLocal:
             + "".join(f" + {p}" for p in self.values_files),
             f"  settings:  rendered by {self.renderer}",
             f"  log in:    {self.url}/hub/login   ({who}, password: {self.password})",
+            *notebooks,
             f"  token:     {self.url}/hub/token",
             f"  gateway:   {self.gateway_address}   (JupyterHub auth; schedulers at "
             f"{self.proxy_address})",
             f"  data:      {self.cache_url} on {self.s3.endpoint_url} "
             f"(synthetic, {self.preset} preset; credentials required)",
-            f"  notebooks: {notebooks}",
             f"  logs:      {self.workdir / 'logs'}",
             "",
-            "A user pod's environment (paste into a shell with your token, then "
-            f"`{_display_path(sys.executable)} -c 'import neuropixels_dask as npd; "
-            "c = npd.get_client(); print(c); c.cluster.shutdown()'`):",
+            env_intro,
             *[f"  export {k}={shlex.quote(v)}" for k, v in sorted(env.items())],
             "",
             "Ctrl-C stops everything.",
@@ -894,7 +967,7 @@ def _cmd_hub_local(args: Any) -> int:
     hub = HubLocal(values_files=args.values or (), port=args.port, users=args.user or (),
                    password=args.password, cache_dir=args.cache_dir, preset=args.preset,
                    workdir=args.workdir, helm=None if args.no_helm else "auto",
-                   log_level="DEBUG" if args.verbose else "INFO")
+                   log_level="DEBUG" if args.verbose else "INFO", notebooks=args.notebooks)
 
     def terminate(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -932,7 +1005,8 @@ def _cmd_hub_local(args: Any) -> int:
         hub.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        print("stopped: no hub, gateway, cluster or S3 process is left running", flush=True)
+        print("stopped: no hub, gateway, cluster or S3 process is left running (nor any "
+              "notebook server or kernel)", flush=True)
 
 
 def register_cli(subparsers: Any) -> None:
@@ -941,9 +1015,10 @@ def register_cli(subparsers: Any) -> None:
     sub = hub.add_subparsers(dest="hub_command", required=True)
     p = sub.add_parser(
         "local", help="run the hub on this machine, configured from the Helm chart's values",
-        description="JupyterHub, dask-gateway and an S3 server with a synthetic cache on "
+        description="JupyterHub (a JupyterLab for each user, homes seeded with the example "
+                    "notebooks), dask-gateway and an S3 server with a synthetic cache on "
                     "127.0.0.1, configured by helm/neuropixels-hub's values and extraConfig "
-                    "snippets. Ctrl-C stops everything.")
+                    "snippets. Ctrl-C stops everything, notebook servers and kernels included.")
     p.add_argument("-f", "--values", action="append", metavar="FILE",
                    help="a values file over the chart's values.yaml (repeatable, like helm -f)")
     p.add_argument("--port", type=int, default=8000, help="the hub's port (0: any free one)")
@@ -956,6 +1031,9 @@ def register_cli(subparsers: Any) -> None:
                    help="size of the synthetic cache")
     p.add_argument("--workdir", help="keep configs, databases and logs here (default: a "
                    "temporary folder removed at exit)")
+    p.add_argument("--notebooks", metavar="DIR",
+                   help="seed homes with the notebooks of this folder (default: the examples "
+                        "the package carries, or $NEUROPIXELS_HUB_NOTEBOOKS)")
     p.add_argument("--no-helm", action="store_true",
                    help="render the settings in Python even if helm is installed")
     p.set_defaults(func=_cmd_hub_local)

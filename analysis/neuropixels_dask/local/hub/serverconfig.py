@@ -9,8 +9,11 @@ the order the charts do them on Kubernetes:
    where each server listens, the database files, a local spawner / the gateway's local backend.
 2. **What the official subcharts make of our values** (z2jh's ``jupyterhub_config.py``, the
    dask-gateway chart's ``dask_gateway_config.py``): ``singleuser.extraEnv``/``defaultUrl``,
-   ``hub.services``, ``hub.loadRoles``, ``gateway.prefix``, ``gateway.auth``, ``gateway.backend.environment``; plus
-   resolving the chart's ``secretKeyRef`` credentials, which the kubelet does in a cluster.
+   ``singleuser.startTimeout``, ``hub.services``, ``hub.loadRoles``, ``gateway.prefix``,
+   ``gateway.auth``, ``gateway.backend.environment``; plus what the kubelet does in a cluster:
+   resolving the chart's ``secretKeyRef`` credentials, and running the notebook container's
+   ``singleuser.lifecycleHooks.postStart`` command (it seeds the home with the example
+   notebooks; here before the local server starts, see :func:`seed_hook`).
 3. **The chart's own ``extraConfig`` snippets**, verbatim from the merged values, in key order,
    with ``c`` in scope and ``NEUROPIXELS_HUB_SETTINGS`` in the environment, exactly as the pods
    run them.
@@ -104,15 +107,26 @@ def configure_hub(c: Any, launch: str | dict) -> None:
         c.Authenticator.allowed_users = set(launch["users"])
     else:
         c.Authenticator.allow_all = True
-    # A local spawner instead of KubeSpawner: notebooks are processes of this machine.
+    # A local spawner instead of KubeSpawner: each user's JupyterLab is a process of this
+    # machine (jupyterhub-singleuser, the image's command), in a home folder under the workdir
+    # (the user's volume on Kubernetes), which is also the server's root folder.
+    home = os.path.join(workdir, "home", "{username}")
     c.JupyterHub.spawner_class = "simple"
-    c.SimpleLocalProcessSpawner.home_dir_template = os.path.join(workdir, "home", "{username}")
+    c.SimpleLocalProcessSpawner.home_dir_template = home
+    c.Spawner.notebook_dir = home
     c.Spawner.cmd = [launch["singleuser_cmd"]]
     if not launch.get("notebooks", True):
         # No notebook server installed: after login, the token page instead of a failing spawn.
         c.JupyterHub.default_url = "/hub/token"
     if launch.get("as_root"):
         c.Spawner.args = ["--allow-root"]
+    # z2jh: singleuser.startTimeout (its default: 300 s) bounds a spawn; a local server is up
+    # once it answers, which a busy machine may take a while for (JupyterHub's default: 30 s).
+    c.Spawner.start_timeout = int(single.get("startTimeout") or 300)
+    c.Spawner.http_timeout = 120
+    seed = launch.get("seed")
+    if seed:
+        c.Spawner.pre_spawn_hook = seed_hook(seed)
     # LocalProcessSpawner's default list, plus the marker that lets the launcher clean up.
     c.LocalProcessSpawner.env_keep = [
         "CONDA_DEFAULT_ENV", "CONDA_ROOT", "JUPYTERHUB_SINGLEUSER_APP", "LANG", "LC_ALL",
@@ -130,6 +144,53 @@ def configure_hub(c: Any, launch: str | dict) -> None:
 
     # 3. The chart's hub.extraConfig, verbatim.
     run_snippets(c, jh["hub"].get("extraConfig") or {}, "hub")
+
+
+def seed_hook(seed: dict[str, Any]):
+    """A ``Spawner.pre_spawn_hook`` that runs the chart's ``singleuser.lifecycleHooks.postStart``
+    command (which seeds the home with the example notebooks) for a local server.
+
+    On Kubernetes the kubelet runs it in the notebook container, as the user, once the home
+    volume is mounted, and the pod counts as running only when it is done. Here: in the user's
+    home, as the hub's (= the server's) Unix user, before the server starts. Its environment is
+    what the hook reads in the image: ``HOME``, ``NEUROPIXELS_HUB_NOTEBOOKS`` (the image keeps the
+    examples there; here the package's copy) and ``JUPYTER_IMAGE_SPEC`` (set by KubeSpawner;
+    here a name of this installation and its notebooks, so that "once per image" means once per
+    version of the examples). Like the chart's hook, it never fails the spawn."""
+    import asyncio
+    import logging
+
+    command = list(seed["command"])
+
+    async def hook(spawner: Any) -> None:
+        home = spawner.home_dir
+        os.makedirs(home, 0o755, exist_ok=True)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home,
+               "USER": spawner.user.name, "NEUROPIXELS_HUB_NOTEBOOKS": seed["notebooks"],
+               "JUPYTER_IMAGE_SPEC": seed["image"]}
+        if RUN_MARKER in os.environ:
+            env[RUN_MARKER] = os.environ[RUN_MARKER]
+        log = getattr(spawner, "log", logging.getLogger(__name__))
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *command, cwd=home, env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        except OSError as exc:
+            log.warning("seeding the home of %s failed: %r", spawner.user.name, exc)
+            return
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            log.warning("seeding the home of %s: the postStart hook took over 60 s; stopped",
+                        spawner.user.name)
+            return
+        if proc.returncode:
+            log.warning("seeding the home of %s: the postStart hook exited %s: %s",
+                        spawner.user.name, proc.returncode, out.decode(errors="replace")[-500:])
+
+    return hook
 
 
 def configure_gateway(c: Any, launch: str | dict) -> None:
