@@ -40,6 +40,9 @@ class Sample:
     get_requests: int = 0
     head_requests: int = 0
     list_requests: int = 0
+    #: GETs and bytes of the compute phase alone (row 3: the session open excluded)
+    compute_gets: int = 0
+    compute_bytes: int = 0
 
     def add(self, other: Sample) -> Sample:
         """The two phases as one (memory: the higher peak)."""

@@ -5,9 +5,10 @@
 * **Read + decode only**: the same Dask graph reduced by a trivial ``sum``: what reading and
   inflating the chunks alone achieves.
 * **The ceiling**: raw parallel GETs of the same server by the same N worker processes, nothing
-  decoded: (a) exactly the analysis's requests (the same byte ranges / shard objects, one batch
-  per task) and (b) the same file in large 8 MB ranged GETs, 8 at a time per task. The higher of
-  the two is the limit the target (≥ 70 %) is measured against.
+  decoded: (a) exactly the analysis's requests (the same byte ranges, coalesced by
+  ``storage/ranges.py`` as the reader's are, / shard objects, one batch per task) and (b) the
+  same file in large 8 MB ranged GETs, 8 at a time per task. The higher of the two is the limit
+  the targets (≥ 70 % on Zarr, ≥ 50 % on NWB: issue 15) are measured against.
 """
 
 from __future__ import annotations
@@ -34,10 +35,8 @@ def fetch_ranges_task(url: str, options: dict, starts: list[int], stops: list[in
 
 
 def fetch_objects_task(urls: list[str], options: dict) -> int:
-    """GET whole objects concurrently (Zarr shards)."""
-    fs, _ = storage.filesystem(urls[0], options)
-    paths = [fs._strip_protocol(u) for u in urls]
-    return sum(len(b) for b in fs.cat(paths, on_error="raise").values())
+    """GET whole objects concurrently (Zarr shards), as the reader does (one GET each)."""
+    return sum(len(b) for b in storage.fetch_objects(urls, options))
 
 
 # ---- the request plans ---------------------------------------------------------------------
@@ -147,13 +146,14 @@ def run(bench) -> RowReport:
         analysis = next(r for lab, what, r in rows if lab == label and what.startswith("analysis"))
         read = next(r for lab, what, r in rows if lab == label and what.startswith("read"))
         share = analysis.info["throughput_bytes_per_s"] / ceiling_of[label]
+        goal = 0.5 if label == "NWB" else 0.7
         rep.targets.append(Target(
-            8, f"effective read throughput of the spectrum ≥ 70 % of the raw parallel GET "
-            f"throughput ({label})",
+            15, f"effective read throughput of the spectrum ≥ {100 * goal:.0f} % of the raw "
+            f"parallel GET throughput ({label})",
             f"{100 * share:.0f} % ({analysis.info['throughput_bytes_per_s'] / MB:,.0f} of "
             f"{ceiling_of[label] / MB:,.0f} MB/s; read + decode alone "
             f"{100 * read.info['throughput_bytes_per_s'] / ceiling_of[label]:.0f} %)",
-            share >= 0.7))
+            share >= goal))
         below = ratio(ceiling_of[label], analysis.info["throughput_bytes_per_s"])
         rep.headlines.append((f"Spectrum read throughput vs raw GET ceiling ({label})",
                               f"{100 * share:.0f} % of the ceiling ({below} below it)"))

@@ -37,9 +37,11 @@ DEFAULT_RESULTS = HERE / "results"
 NWB_PREFIX = "nwb/visual-coding-neuropixels/ecephys-cache"
 ZARR_PREFIX = "zarr/visual-coding-neuropixels/ecephys-cache"
 ROW_MODULES = {1: "row1_open", 2: "row2_lfp", 3: "row3_spectrum", 4: "row4_throughput",
-               5: "row5_scaling", 6: "row6_spikes"}
+               5: "row5_scaling", 6: "row6_spikes", 7: "row7_limit", 8: "row8_catalog"}
 #: rows that need another row's measurements
-ROW_NEEDS = {4: 3}
+ROW_NEEDS = {4: 3, 7: 3}
+#: row 3's link profiles (row3_spectrum.PROFILES)
+PROFILE_NAMES = ("latency only", "compute next to S3", "laptop")
 
 
 # ---- arguments ------------------------------------------------------------------------------
@@ -62,6 +64,15 @@ def parse_ints(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: give positive integers, e.g. 1,2,4,8,16")
     return values
+
+
+def parse_profiles(text: str) -> list[str]:
+    names = [p.strip() for p in str(text).split(",") if p.strip()]
+    bad = [n for n in names if n not in PROFILE_NAMES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"profiles {text!r}: choose from "
+                                         + ", ".join(repr(n) for n in PROFILE_NAMES))
+    return names
 
 
 def default_workers() -> str:
@@ -98,6 +109,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="row 5: probes per session (0: all; default: 1)")
     p.add_argument("--scaling-format", choices=["nwb", "zarr"], default="nwb",
                    help="row 5: which copy to read (default: nwb, the published files)")
+    p.add_argument("--profiles", type=parse_profiles, default=list(PROFILE_NAMES),
+                   help="row 3's link profiles, comma-separated (default: all: "
+                        + ", ".join(PROFILE_NAMES) + ")")
     p.add_argument("--stimulus", default="drifting_gratings",
                    help="row 6 stimulus (default: drifting_gratings)")
     p.add_argument("--bin", type=float, default=0.01, help="row 6 bin width, s (default: 0.01)")
@@ -146,6 +160,23 @@ def prepare_zarr(nwb_dir: Path, args, log) -> Path:
     return dst
 
 
+def prepare_catalog(nwb_dir: Path, args) -> tuple[Path, str, str]:
+    """Row 8's catalog: ``(folder, key prefix, label)``. The release-scale one (tiny preset's
+    files, tables padded to the release's size; generated once) unless the run's preset is
+    tiny, whose own small tables then stand in (the smoke test stays fast)."""
+    from neuropixels_dask.local.synth import generate_cache
+    from neuropixels_dask.local.synth.generate import GROUND_TRUTH_FILE
+
+    from .row8_catalog import PREFIX
+
+    if args.preset == "tiny":
+        return nwb_dir, NWB_PREFIX, "the tiny cache's own tables"
+    path = (args.data_dir / "release-catalog").resolve()
+    if not (path / GROUND_TRUTH_FILE).exists():
+        generate_cache(str(path), "tiny", release_catalog=True, progress=not args.quiet)
+    return path, PREFIX, "release-scale catalog (58 sessions, 332 probes, 99,180 units)"
+
+
 def _folder_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -163,6 +194,8 @@ class Bench:
         self.scratch = scratch
         self.log = log
         self.reps = max(1, int(args.reps))
+        self.profiles = list(getattr(args, "profiles", PROFILE_NAMES))
+        self.catalog: tuple[Path, str, str] | None = None
         self.workers = sorted(set(args.workers))
         self.max_workers = max(self.workers)
         self.machine = measure.machine()
@@ -286,7 +319,7 @@ def run(args) -> Path:
     rows = sorted(set(args.rows) | {ROW_NEEDS[r] for r in args.rows if r in ROW_NEEDS})
     unknown = set(rows) - set(ROW_MODULES)
     if unknown:
-        raise SystemExit(f"unknown row(s) {sorted(unknown)}; rows are 1–6")
+        raise SystemExit(f"unknown row(s) {sorted(unknown)}; rows are 1–{max(ROW_MODULES)}")
     started = time.perf_counter()
     load_before = measure.machine()["load_average"]
     nwb_dir = prepare_nwb(args)
@@ -297,12 +330,16 @@ def run(args) -> Path:
     mounts = {NWB_PREFIX: str(nwb_dir)}
     if zarr_dir is not None:
         mounts[ZARR_PREFIX] = str(zarr_dir)
+    catalog = prepare_catalog(nwb_dir, args) if 8 in rows else None
+    if catalog is not None and catalog[1] != NWB_PREFIX:
+        mounts[catalog[1]] = str(catalog[0])
     reports = []
     failed: list[int] = []
     args.data_dir.mkdir(parents=True, exist_ok=True)
     with LocalS3Server(mounts=mounts, latency=args.latency, proxy=True) as server, \
             tempfile.TemporaryDirectory(dir=args.data_dir, prefix="scratch-") as scratch:
         bench = Bench(args, server, nwb_dir, zarr_dir, scratch, log)
+        bench.catalog = catalog
         try:
             for r in rows:
                 module = importlib.import_module(f".{ROW_MODULES[r]}", __package__)
@@ -380,7 +417,7 @@ def standard_caveats(args, machine: dict) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks",
-                                description="Side-by-side benchmarks (issue 8); see "
+                                description="Side-by-side benchmarks (issues 8, 15); see "
                                             "benchmarks/__init__.py.")
     add_arguments(p)
     return p

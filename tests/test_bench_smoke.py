@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ROWS = range(1, 7)
+ROWS = range(1, 9)
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,8 @@ def bench_run(tmp_path_factory, tiny_cache_dir) -> tuple[str, dict]:
     out = tmp_path_factory.mktemp("bench") / "results.md"
     cmd = [sys.executable, "-m", "benchmarks", "--preset", "tiny", "--cache-dir", tiny_cache_dir,
            "--data-dir", str(out.parent), "--reps", "1", "--latency", "0.002,0.004",
-           "--workers", "1,2", "--out", str(out), "--quiet"]
+           "--workers", "1,2", "--profiles", "latency only,laptop", "--out", str(out),
+           "--quiet"]  # two of row 3's link profiles: the link model runs, the test stays short
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return out.read_text(), json.loads(out.with_suffix(".json").read_text())
@@ -67,6 +68,8 @@ def test_values_agree_between_sides(bench_run):
     text, _ = bench_run
     assert "Values identical on every side: yes" in text  # row 2: LFP, all four readers
     assert "Counts identical on every side: yes" in text  # row 6: vs AllenSDK's algorithm
+    assert "Spectra identical to row 3's: yes" in text  # row 7: the same call from memory
+    assert "laptop (25 MB/s in total)" in text  # row 3 ran under the link model too
     if (REPO / ".tools" / "allensdk" / "bin" / "python").exists():  # ./dev test installs it
         assert "AllenSDK 2.16.2 ran itself" in text  # the tiny cache is AllenSDK-readable
 
@@ -83,5 +86,8 @@ def test_runner_arguments():
     args = build_parser().parse_args(["--preset", "tiny", "--workers", "1,2,4,8,16",
                                       "--latency", "0.02,0.05"])
     assert args.workers == [1, 2, 4, 8, 16] and args.latency == (0.02, 0.05)
+    assert args.profiles == ["latency only", "compute next to S3", "laptop"]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--latency", "0.05,0.02"])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--profiles", "cafe wifi"])

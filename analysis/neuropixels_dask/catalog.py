@@ -1,13 +1,22 @@
 """The cache: manifest + cache-level tables, with AllenSDK 2.16 ``EcephysProjectCache`` semantics.
 
-Only ``manifest.json`` and the four CSV tables are read (kilobytes to a few MB for the real cache);
-opening a session reads that session's metadata, never its data.
+Only ``manifest.json`` and the four CSV tables are read; opening a session reads that session's
+metadata, never its data.
+
+The tables are large for the real release (units.csv ~51 MB for ~99k units, channels.csv
+332 × 384 rows): each is fetched whole in one GET (``storage.fetch_objects``; the tables a method
+needs in one concurrent batch), parsed once, and kept **per process** (:data:`tables`), so that
+every :class:`EcephysProjectCache` of the same URL and options and every method share them.
+AllenSDK users wait minutes for ``get_session_table()`` (AllenSDK issue #1696) because its cache
+re-reads and re-merges them; here a second ``open_cache`` costs one request (the manifest).
 """
 
 from __future__ import annotations
 
 import functools
+import io
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -15,6 +24,7 @@ import pandas as pd
 
 from . import config, storage
 from .allen import CACHE_UNIT_RENAMES, DEFAULT_UNIT_FILTERS
+from .caching import ProcessCache
 from .errors import CacheNotFoundError, InvalidFileError, UnknownSessionError
 from .readers import format_of_manifest
 
@@ -25,6 +35,18 @@ REQUIRED_COLUMNS = {
     "units": {"id", "ecephys_channel_id", "amplitude_cutoff", "presence_ratio",
               "isi_violations", "quality"},
 }
+
+
+#: the four tables, each in the order a method needs them (sessions first: it is the smallest)
+TABLES = ("sessions", "probes", "channels", "units")
+
+#: parsed cache-level tables per process, ``(cache URL, options key, table name)`` → DataFrame
+#: (index ``id``); callers copy before they change one
+tables: ProcessCache[tuple[str, str, str], pd.DataFrame] = ProcessCache(
+    "cache tables", maxsize=4 * 16)
+#: ``units.csv`` merged with channels, probes and sessions, per process and cache
+merged_units: ProcessCache[tuple[str, str], pd.DataFrame] = ProcessCache(
+    "merged unit tables", maxsize=16)
 
 
 def unit_filter_values(**filters: Any) -> dict[str, float]:
@@ -77,10 +99,8 @@ class EcephysProjectCache:
     # ---- raw files ----------------------------------------------------------------------------
     def _read_manifest(self) -> dict:
         url = storage.join(self.url, "manifest.json")
-        fs, path = storage.filesystem(url, self.storage_options)
         try:
-            with fs.open(path, "rb") as f:
-                raw = f.read()
+            (raw,) = storage.fetch_objects([url], self.storage_options)  # one GET
         except Exception as exc:  # noqa: BLE001
             err = storage.translate_error(exc, url)
             if isinstance(err, CacheNotFoundError) and str(err).startswith("The bucket of"):
@@ -110,18 +130,29 @@ class EcephysProjectCache:
         manifest; see ``readers.BACKENDS``)."""
         return format_of_manifest(self.manifest, self.url)
 
-    @functools.cache  # noqa: B019 - one cache object per URL, tables are small
     def _table(self, name: str) -> pd.DataFrame:
+        """One cache-level table, read once per process (:data:`tables`)."""
+        return tables.get((self.url, self.storage_options.key, name),
+                          lambda: self._read_table(name))
+
+    def _tables(self, *names: str) -> list[pd.DataFrame]:
+        """Several tables; those not yet read are fetched concurrently (one round trip)."""
+        if len(names) == 1:
+            return [self._table(names[0])]
+        with ThreadPoolExecutor(len(names), thread_name_prefix="npd-tables") as pool:
+            return list(pool.map(self._table, names))
+
+    def _read_table(self, name: str) -> pd.DataFrame:
         url = storage.join(self.url, f"{name}.csv")
-        fs, path = storage.filesystem(url, self.storage_options)
+        (raw,) = storage.fetch_objects([url], self.storage_options, missing_ok=True)
+        if raw is None:
+            raise CacheNotFoundError(f"Nothing found at {url}. Check the cache URL and that the "
+                                     "cache holds this file.")
         try:
-            with fs.open(path, "rb") as f:
-                df = pd.read_csv(f)
+            df = pd.read_csv(io.BytesIO(raw))
         except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
             raise InvalidFileError(f"{url} is not a readable CSV table ({exc}); the cache copy "
                                    "is corrupt: re-copy it from the source.") from exc
-        except Exception as exc:  # noqa: BLE001
-            raise storage.translate_error(exc, url) from exc
         missing = REQUIRED_COLUMNS[name] - set(df.columns)
         if missing:
             raise InvalidFileError(f"{url} lacks the column(s) {sorted(missing)} of the Allen "
@@ -132,8 +163,8 @@ class EcephysProjectCache:
     # ---- AllenSDK API -------------------------------------------------------------------------
     def get_session_table(self, suppress: list[str] | None = None) -> pd.DataFrame:
         """Sessions with ``unit_count``, ``channel_count``, ``probe_count`` and structures."""
-        sessions = self._table("sessions").copy()
-        probes, channels = self._table("probes"), self._table("channels")
+        sessions, probes, channels, _ = self._tables(*TABLES)
+        sessions = sessions.copy()
         units = self._units_merged()
         ch = channels.merge(probes[["ecephys_session_id"]], left_on="ecephys_probe_id",
                             right_index=True, how="left")
@@ -146,8 +177,8 @@ class EcephysProjectCache:
         return sessions.drop(columns=list(suppress or []), errors="ignore")
 
     def get_probes(self, suppress: list[str] | None = None) -> pd.DataFrame:
-        probes = self._table("probes").copy()
-        channels = self._table("channels")
+        _, probes, channels, _ = self._tables(*TABLES)
+        probes = probes.copy()
         units = self._units_merged()
         key, index = "ecephys_probe_id", probes.index
         probes["unit_count"] = _count(units, key, index)
@@ -156,22 +187,22 @@ class EcephysProjectCache:
         return probes.drop(columns=list(suppress or []), errors="ignore")
 
     def get_channels(self, suppress: list[str] | None = None) -> pd.DataFrame:
-        channels = self._table("channels").copy()
-        probes = self._table("probes")
+        _, probes, channels, _ = self._tables(*TABLES)
         channels = channels.merge(probes[["ecephys_session_id"]], left_on="ecephys_probe_id",
                                   right_index=True, how="left")
         units = self._units_merged()
         channels["unit_count"] = _count(units, "ecephys_channel_id", channels.index)
         return channels.drop(columns=list(suppress or []), errors="ignore")
 
-    @functools.cache  # noqa: B019 - one cache object per URL
     def _units_merged(self) -> pd.DataFrame:
-        """units.csv joined with channels, probes and sessions, AllenSDK's column names."""
-        units = self._table("units")
-        channels = self._table("channels")
-        probes = self._table("probes").drop(columns=["air_channel_index",
-                                                     "surface_channel_index"], errors="ignore")
-        sessions = self._table("sessions")
+        """units.csv joined with channels, probes and sessions, AllenSDK's column names (once
+        per process and cache: :data:`merged_units`)."""
+        return merged_units.get((self.url, self.storage_options.key), self._merge_units)
+
+    def _merge_units(self) -> pd.DataFrame:
+        sessions, probes, channels, units = self._tables(*TABLES)
+        probes = probes.drop(columns=["air_channel_index", "surface_channel_index"],
+                             errors="ignore")
         t = units.merge(channels, left_on="ecephys_channel_id", right_index=True, how="left")
         t = t.merge(probes, left_on="ecephys_probe_id", right_index=True, how="left",
                     suffixes=("", "_probe"))

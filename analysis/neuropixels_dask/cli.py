@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from . import convert
+from . import convert, verify
 from .errors import NeuropixelsDaskError
 from .local import cli as local_cli
 
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log retries and requests")
     sub = p.add_subparsers(dest="command", required=True)
     convert.register_cli(sub)
+    verify.register_cli(sub)
     local_cli.register(sub)
     return p
 

@@ -13,6 +13,10 @@ What it guarantees, and how:
   those blocks. A store becomes *complete* only at the very end: after all blocks are written and
   checked, ``complete`` is set in the root attributes and the metadata is consolidated; the reader
   refuses any store without both (so a reader never sees a half store as complete).
+* **Checked, and repaired.** Every chunk and shard carries a CRC32C (``zarrstore``, format 2).
+  Rerunning on a complete store first checks it without the source (``verify.check_store``: one
+  LIST, shard indexes, checksums) and rewrites only the blocks found missing or damaged; with
+  ``verify=True``, a block whose copy fails its checksums while being compared is rewritten too.
 * **A cache, not just stores.** ``manifest.json`` (plus a ``session_zarr`` entry, which is how
   :class:`~neuropixels_dask.catalog.EcephysProjectCache` recognises a Zarr copy), the four CSV
   tables and ``synthetic_ground_truth.json`` are copied, so ``open_cache(DST)`` works.
@@ -39,9 +43,10 @@ import zarr
 from zarr.codecs import BloscCodec, BytesCodec, ZstdCodec
 
 from . import readers, storage
+from . import verify as store_check
 from . import zarrstore as zs
 from .catalog import EcephysProjectCache
-from .errors import NeuropixelsDaskError, NoLFPError
+from .errors import DamagedStoreError, NeuropixelsDaskError, NoLFPError
 from .readers import nwb
 from .readers.base import LFPSource, SpikeSource
 from .tasks.runner import run_tasks
@@ -63,18 +68,23 @@ class SessionResult:
 
     session_id: int
     store_url: str
-    status: str  # "converted" | "already complete" | "verified"
+    status: str  # "converted" | "already complete" | "verified" | "repaired"
     blocks_written: int = 0
     blocks_skipped: int = 0
     lfp_encodings: dict[int, str] = field(default_factory=dict)
     verified: bool = False
     seconds: float = 0.0
+    #: what the check of a complete store found (and the run rewrote), one line per object
+    repaired: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         enc = ", ".join(f"{p}: {e}" for p, e in self.lfp_encodings.items()) or "no LFP"
+        found = (f"; found and rewrote {len(self.repaired)} missing or damaged object(s): "
+                 + "; ".join(self.repaired[:5]) + (" ..." if len(self.repaired) > 5 else "")
+                 if self.repaired else "")
         return (f"session {self.session_id}: {self.status} ({self.blocks_written} blocks "
                 f"written, {self.blocks_skipped} skipped; LFP {enc}"
-                f"{'; every value verified' if self.verified else ''}) in "
+                f"{'; every value verified' if self.verified else ''}{found}) in "
                 f"{self.seconds:.1f} s -> {self.store_url}")
 
 
@@ -165,21 +175,28 @@ def _bits(a: np.ndarray) -> np.ndarray:
 
 
 def verify_lfp_task(job: LFPJob, dst: LFPSource) -> dict:
-    """Compare every bit of LFP and timestamps ``[i0, i1)`` between source and copy."""
+    """Compare every bit of LFP and timestamps ``[i0, i1)`` between source and copy (a copy
+    that fails its checksums is ``damaged``: the block is rewritten, see ``verify_and_rewrite``)."""
     cols = np.arange(job.src.shape[1])
     bad = []
-    if not np.array_equal(_bits(readers.read_lfp_block(job.src, job.i0, job.i1, cols)),
-                          _bits(readers.read_lfp_block(dst, job.i0, job.i1, cols))):
-        bad.append("data")
-    if not np.array_equal(_bits(readers.read_timestamps(job.src, job.i0, job.i1)),
-                          _bits(readers.read_timestamps(dst, job.i0, job.i1))):
-        bad.append("timestamps")
+    try:
+        if not np.array_equal(_bits(readers.read_lfp_block(job.src, job.i0, job.i1, cols)),
+                              _bits(readers.read_lfp_block(dst, job.i0, job.i1, cols))):
+            bad.append("data")
+        if not np.array_equal(_bits(readers.read_timestamps(job.src, job.i0, job.i1)),
+                              _bits(readers.read_timestamps(dst, job.i0, job.i1))):
+            bad.append("timestamps")
+    except DamagedStoreError as exc:
+        return {"key": job.key, "status": "damaged", "what": [str(exc)]}
     return {"key": job.key, "status": "mismatch" if bad else "ok", "what": bad}
 
 
 def verify_spike_task(job: SpikeJob, dst: SpikeSource) -> dict:
-    ok = np.array_equal(_bits(readers.read_spikes(job.src, job.a, job.b)),
-                        _bits(readers.read_spikes(dst, job.a, job.b)))
+    try:
+        ok = np.array_equal(_bits(readers.read_spikes(job.src, job.a, job.b)),
+                            _bits(readers.read_spikes(dst, job.a, job.b)))
+    except DamagedStoreError as exc:
+        return {"key": job.key, "status": "damaged", "what": [str(exc)]}
     return {"key": job.key, "status": "ok" if ok else "mismatch", "what": [] if ok
             else ["spike_times"]}
 
@@ -232,8 +249,8 @@ def _small_array(group: zarr.Group, name: str, values: np.ndarray, dtype: Any, d
                  layout: Layout) -> None:
     n = len(values)
     arr = group.create_array(name, shape=(n,), dtype=dtype, chunks=(max(n, 1),),
-                             compressors=[ZstdCodec(level=layout.table_zstd_level)],
-                             dimension_names=(dim,))
+                             compressors=zs.checksummed([ZstdCodec(level=layout.table_zstd_level)]),
+                             dimension_names=(dim,), config=zs.ARRAY_CONFIG)
     if n:
         arr[:] = values
 
@@ -329,7 +346,7 @@ def create_lfp_arrays(root: zarr.Group, group: str, src: LFPSource, encoding: st
     data = g.create_array("data", shape=(n, c), chunks=(chunk, c),
                           shards=(chunk * per_shard, c) if sharded else None,
                           dimension_names=("time", "channel"), overwrite=overwrite,
-                          config={"write_empty_chunks": True}, **kw)
+                          config=zs.ARRAY_CONFIG, **kw)
     attrs = {"units": "V", "long_name": "LFP", "coordinates": "timestamps"}
     if encoding == zs.ENCODING_INT16:
         attrs["scale_factor"] = LFP_VOLTS_PER_BIT
@@ -337,12 +354,14 @@ def create_lfp_arrays(root: zarr.Group, group: str, src: LFPSource, encoding: st
     ts = g.create_array("timestamps", shape=(n,), dtype="float64", chunks=(chunk,),
                         shards=(chunk * per_shard,) if sharded else None,
                         dimension_names=("time",), overwrite=overwrite,
-                        compressors=[BloscCodec(cname="zstd", clevel=layout.lfp_clevel,
-                                                shuffle="shuffle", typesize=8)],
-                        config={"write_empty_chunks": True})
+                        compressors=zs.checksummed([BloscCodec(
+                            cname="zstd", clevel=layout.lfp_clevel, shuffle="shuffle",
+                            typesize=8)]), config=zs.ARRAY_CONFIG)
     ts.attrs.update({"units": "s", "long_name": "sample times"})
     ch = g.create_array("channel", shape=(c,), dtype="int64", chunks=(max(c, 1),),
-                        dimension_names=("channel",), overwrite=overwrite)
+                        compressors=zs.checksummed([ZstdCodec(level=layout.table_zstd_level)]),
+                        dimension_names=("channel",), overwrite=overwrite,
+                        config=zs.ARRAY_CONFIG)
     if c:
         ch[:] = np.asarray(src.channel_ids, dtype=np.int64)
 
@@ -401,9 +420,15 @@ class SessionConversion:
         self.url = zs.store_url(storage.join(dst_url, f"session_{self.sid}"), self.sid)
         self.progress_url = storage.join(self.url, zs.PROGRESS_DIR)
         self.store = zs.open_store(self.url, dst_options, read_only=False)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=UserWarning)
-            self.root = zarr.open_group(self.store, mode="a", zarr_format=3)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", category=UserWarning)
+                self.root = zarr.open_group(self.store, mode="a", zarr_format=3)
+        except (ValueError, TypeError, KeyError) as exc:  # an unparseable root document
+            raise ConversionError(f"{self.url}/zarr.json, the root of the store, is damaged "
+                                  f"({type(exc).__name__}: {exc}); nothing in the store can be "
+                                  "trusted without it: delete the store and convert again."
+                                  ) from exc
         self.info = dict(self.root.attrs.get(zs.ATTRS_KEY) or {})
         if self.info and self.info.get("format") != zs.FORMAT_NAME:
             raise ConversionError(f"{self.url} exists and is not a session store of this "
@@ -476,8 +501,8 @@ class SessionConversion:
         arr = self.root.require_group("units").create_array(
             "spike_times", shape=(self.n_spikes,), dtype="float64",
             chunks=(max(1, min(self.layout.spike_chunk, self.n_spikes)),),
-            serializer=BytesCodec(), compressors=None, filters=None,
-            dimension_names=("spike",), config={"write_empty_chunks": True})
+            serializer=BytesCodec(), compressors=zs.checksummed(None), filters=None,
+            dimension_names=("spike",), config=zs.ARRAY_CONFIG)
         arr.attrs.update({"units": "s", "note": "ragged: unit i owns [index[i-1], index[i])"})
 
     def _new_lfp_arrays(self, pid: int, encoding: str) -> None:
@@ -513,11 +538,12 @@ class SessionConversion:
         base = len(self.progress_url.rstrip("/")) + 1
         return [j for j in jobs if j.marker[base:] not in have]
 
-    def run(self) -> None:
-        """Copy every block without a marker; a probe whose later block is off the int16 grid
-        is rewritten as float32; then check that every block is there and the tables equal."""
+    def run(self, only: set[str] | None = None) -> None:
+        """Copy every block without a marker (or, for a repair, the blocks keyed ``only``); a
+        probe whose later block is off the int16 grid is rewritten as float32; then check that
+        every block is there and the tables equal."""
         jobs = self._all_jobs()
-        todo = self._missing(jobs)
+        todo = self._missing(jobs) if only is None else [j for j in jobs if j.key in only]
         self.result.blocks_skipped = len(jobs) - len(todo)
         calls = [(lfp_block_task if isinstance(j, LFPJob) else spike_block_task, (j,))
                  for j in todo]
@@ -535,14 +561,75 @@ class SessionConversion:
                              client=self.client, progress=self.progress,
                              desc=f"session {self.sid} probe {pid} (float32)")
             self.result.blocks_written += len(redo)
-        missing = self._missing(self._all_jobs())
+        missing = self._missing(self._all_jobs()) if only is None else []
         if missing:
             raise ConversionError(f"{self.url}: {len(missing)} block(s) were not written "
                                   f"(e.g. {[j.key for j in missing[:3]]}); rerun convert.")
         _check_tables(self.root, self.tables, self.spike_index, self.url)
 
-    def verify(self) -> None:
-        """Re-read every LFP sample, timestamp and spike time from both sides; compare bits."""
+    def repair(self, report: store_check.StoreReport) -> None:
+        """Rewrite what the check of this complete store found missing or damaged.
+
+        The store is marked incomplete first (readers refuse it meanwhile, as during a
+        conversion). A node's lost ``zarr.json`` is written back from the consolidated metadata;
+        an LFP or spike-time object is rewritten by the block that wrote it; a table column or
+        the spike index by writing the tables again; a probe's channel array by recreating the
+        probe. The caller checks the store again before it is marked complete.
+        """
+        self.result.repaired = [f"{p.kind} {p.key}" for p in report.problems]
+        nodes = {k[:-len("/zarr.json")] for k in report.keys if k.endswith("/zarr.json")}
+        blocks, tables, probes = self._repairs_for(report.keys - {f"{n}/zarr.json"
+                                                                  for n in nodes})
+        consolidated = self.root.metadata.consolidated_metadata
+        self.info["complete"] = False
+        self._save_info()
+        if nodes:  # before anything consolidates the store again from a listing
+            from zarr.core.buffer import default_buffer_prototype
+
+            proto = default_buffer_prototype()
+            flat = consolidated.flattened_metadata
+            upload(self.url, self.options, {
+                f"{n}/zarr.json": flat[n].to_buffer_dict(proto)["zarr.json"].to_bytes()
+                for n in nodes if n in flat})
+        self.read_source()
+        if tables:
+            _remove_markers(storage.join(self.progress_url, "tables"), self.options)
+        for pid in probes:  # recreated by prepare(), every block rewritten
+            self.info["lfp"].pop(str(pid), None)
+        self.prepare()
+        redo = blocks | {j.key for pid in probes if pid in self.lfp_src
+                         for j in self.lfp_jobs(pid)}
+        self.run(only=redo)
+
+    def _repairs_for(self, keys: set[str]) -> tuple[set[str], bool, set[int]]:
+        """What rewrites the objects ``keys``: ``(block keys, tables?, probes to recreate)``.
+        An LFP data or timestamps shard is block ``lfp/probe_<id>/<first row>``, a spike-time
+        chunk ``spikes/<first element>``; a probe's other objects recreate the probe; anything
+        else belongs to the tables (or the spike index written with them)."""
+        blocks: set[str] = set()
+        probes: set[int] = set()
+        tables = False
+        for key in keys:
+            parts = key.split("/")
+            if parts[0] == "lfp" and len(parts) > 4 and parts[2] in ("data", "timestamps") \
+                    and parts[3] == "c":
+                arr = self.root[f"lfp/{parts[1]}/{parts[2]}"]
+                shard = int((arr.shards or arr.chunks)[0])
+                blocks.add(f"lfp/{parts[1]}/{int(parts[4]) * shard}")
+            elif parts[0] == "lfp" and len(parts) > 1:
+                probes.add(int(parts[1].removeprefix("probe_")))
+            elif key.startswith(zs.SPIKE_TIMES_PATH + "/c/"):
+                chunk = int(self.root[zs.SPIKE_TIMES_PATH].chunks[0])
+                blocks.add(f"spikes/{int(parts[-1]) * chunk}")
+            else:
+                tables = True
+        return blocks, tables, probes
+
+    def verify(self) -> set[str]:
+        """Re-read every LFP sample, timestamp and spike time from both sides; compare bits.
+
+        Returns the blocks whose copy fails its checksums (to rewrite); a copy that decodes
+        but differs from the source is a ``ConversionError``."""
         readers.clear_caches()
         dst_spikes = SpikeSource("zarr", self.url, self.options, zs.SPIKE_TIMES_PATH,
                                  byte_offset=0, dtype="<f8")
@@ -555,12 +642,33 @@ class SessionConversion:
         calls += [(verify_spike_task, (j, dst_spikes)) for j in self.spike_jobs()]
         out = run_tasks(calls, client=self.client, progress=self.progress,
                         desc=f"verify {self.sid}")
-        bad = [f"{r['key']} ({', '.join(r['what'])})" for r in out if r["status"] != "ok"]
+        bad = [f"{r['key']} ({', '.join(r['what'])})" for r in out if r["status"] == "mismatch"]
         if bad:
             raise ConversionError(f"{self.url} differs from the source in {len(bad)} block(s): "
                                   f"{bad[:5]}. Delete the store and convert again.")
-        _check_tables(self.root, self.tables, self.spike_index, self.url)
-        self.result.verified = True
+        damaged = {r["key"] for r in out if r["status"] == "damaged"}
+        if not damaged:
+            _check_tables(self.root, self.tables, self.spike_index, self.url)
+            self.result.verified = True
+        return damaged
+
+    def verify_and_rewrite(self) -> None:
+        """:meth:`verify`; blocks whose copy fails its checksums are rewritten (the store is
+        incomplete meanwhile) and verified again."""
+        damaged = self.verify()
+        if not damaged:
+            return
+        self.result.repaired += [f"damaged block {k}" for k in sorted(damaged)]
+        if self.info.get("complete"):
+            self.info["complete"] = False
+            self._save_info()
+        self.run(only=damaged)
+        readers.clear_caches()
+        still = self.verify()
+        if still:
+            raise ConversionError(f"{self.url}: block(s) {sorted(still)[:5]} still fail their "
+                                  "checksums after being rewritten: the destination store "
+                                  "damages what is written to it. Check it, then convert again.")
 
     def finish(self, verified: bool) -> None:
         """Mark complete (attributes, then consolidated metadata), then drop the markers."""
@@ -582,23 +690,38 @@ def convert_session(src: EcephysProjectCache, dst_url: str, session_id: int, *,
     job = SessionConversion(src, dst_url, session_id, dst_options=dst_options, layout=layout,
                             client=client, progress=progress)
     r = job.result
-    if job.complete:
-        r.lfp_encodings = {int(p): m["encoding"] for p, m in job.info.get("lfp", {}).items()}
+    # a complete store is checked first, from the store alone (fast: verify.check_store)
+    report = store_check.check_store(job.url, dst_options, session_id=session_id) \
+        if job.complete else None
+    if report is not None and not report.ok:
+        log.warning("%s", report)
+        job.repair(report)
         if verify:
-            job.read_source()
-            job.verify()
-            r.status = "verified"
-        else:
-            r.status = "already complete"
-        _remove_markers(job.progress_url, dst_options)  # left if a run stopped right there
+            job.verify_and_rewrite()
+        job.finish(verified=verify)
+        r.status = "repaired"
+    elif job.complete and verify:
+        job.read_source()
+        job.verify_and_rewrite()
+        if r.repaired:
+            job.finish(verified=True)
+        r.status = "repaired" if r.repaired else "verified"
+    elif job.complete:
+        r.status = "already complete"
     else:
         job.read_source()
         job.prepare()
         job.run()
         if verify:
-            job.verify()
+            job.verify_and_rewrite()
         job.finish(verified=verify)
-        r.lfp_encodings = {p: job.info["lfp"][str(p)]["encoding"] for p in job.lfp_src}
+    if r.repaired:
+        after = store_check.check_store(job.url, dst_options, session_id=session_id)
+        if not after.ok:
+            raise ConversionError(f"{job.url} is still damaged after rewriting what was "
+                                  f"found:\n{after}\nDelete the store and convert again.")
+    _remove_markers(job.progress_url, dst_options)  # left if a run stopped right there
+    r.lfp_encodings = {int(p): m["encoding"] for p, m in job.info.get("lfp", {}).items()}
     readers.clear_caches()
     r.seconds = time.perf_counter() - t0
     return r
@@ -614,8 +737,9 @@ def convert(src_url: str, dst_url: str, sessions: Iterable[int] | None = None, *
 
     ``sessions``: ids to convert (default: every session of ``sessions.csv``). Runs as Dask tasks
     on ``client`` / the current distributed client / Dask's default scheduler. Rerunning resumes
-    (finished blocks are skipped) and leaves complete sessions alone; ``verify=True`` compares
-    every value with the source (also for sessions converted earlier).
+    (finished blocks are skipped); a complete session is checked without the source (one LIST,
+    shard indexes, checksums: ``verify.check_store``) and only what is missing or damaged is
+    rewritten; ``verify=True`` then compares every value with the source.
 
     >>> convert("s3://bucket/ecephys-cache", "s3://bucket/ecephys-zarr")   # doctest: +SKIP
     """

@@ -54,3 +54,17 @@ class InvalidFileError(NeuropixelsDaskError, OSError):
 
 class InvalidSelectionError(NeuropixelsDaskError, ValueError):
     """A time range, channel list or bin specification that cannot be honoured."""
+
+
+class DamagedStoreError(InvalidFileError):
+    """An object of a Zarr copy is missing, truncated or fails its checksum: the copy must be
+    rewritten (``neuropixels-dask convert`` rewrites only the damaged blocks)."""
+
+
+class ClusterLostError(NeuropixelsDaskError, ConnectionError):
+    """The Dask cluster (its scheduler) went away while a computation was running."""
+
+
+class WorkerMemoryError(NeuropixelsDaskError, MemoryError):
+    """Workers kept dying while running a task: most likely it needs more memory than a worker
+    has (``worker_memory``)."""

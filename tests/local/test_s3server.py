@@ -331,3 +331,37 @@ def test_faults_are_injected_and_s3fs_retries_to_the_right_bytes(clean_proxy, tr
     assert stats.faults_total == stats.faults[fault]
     # every fault cost exactly one retry (no other requests were made)
     assert stats.get_requests == 12 + stats.faults_total
+
+
+def test_link_model_paces_bodies_per_connection_and_in_total(clean_proxy, tree):
+    """The link model: one stream is capped per connection; concurrent streams share the total
+    cap. Lower bounds only (pacing can only make a transfer slower than the cap allows)."""
+    import concurrent.futures
+
+    data = tree[1]["session_1/probe_7_lfp.nwb"]
+    path = f"{BUCKET}/up/session_1/probe_7_lfp.nwb"
+    n, rate = 1 << 20, 8e6  # 1 MiB at 8 MB/s: at least 0.13 s
+
+    def get(fs, start: int) -> bytes:
+        return fs.cat_file(path, start=start, end=start + n)
+
+    fs = clean_proxy.filesystem(skip_instance_cache=True)
+    try:
+        clean_proxy.configure(bandwidth_per_connection=rate)
+        t = time.perf_counter()
+        assert get(fs, 0) == data[:n]
+        assert time.perf_counter() - t >= n / rate
+        clean_proxy.configure(bandwidth_per_connection=0, bandwidth_total=rate)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:  # two connections at once
+            t = time.perf_counter()
+            got = list(pool.map(lambda s: get(clean_proxy.filesystem(skip_instance_cache=True),
+                                              s), [0, n]))
+            assert time.perf_counter() - t >= 2 * n / rate
+        assert got == [data[:n], data[n:2 * n]]
+        assert clean_proxy.stats().bytes == 3 * n
+        with pytest.raises(ValueError, match="bandwidth_total"):
+            FaultConfig(bandwidth_total=-1)
+        with pytest.raises(ValueError, match="per_connection"):
+            LocalS3Server(bandwidth={"per_conection": 1e6})
+    finally:
+        clean_proxy.configure(bandwidth_per_connection=0, bandwidth_total=0)

@@ -155,3 +155,51 @@ def test_unknown_preset_and_option():
         generate_cache("/tmp/never", "huge")
     with pytest.raises(ValueError, match="unknown generator option"):
         generate_cache("/tmp/never", "tiny", n_sesions=3)
+
+
+def test_release_scale_catalog(tiny_cache_dir, tmp_path):
+    """``release_catalog``: the tables of the generated sessions padded with catalog-only
+    sessions to the release's size, consistent, with the published columns; the package opens
+    them, and a catalog-only session says that its file is missing."""
+    import shutil
+
+    import neuropixels_dask as npd
+    from neuropixels_dask.errors import CacheNotFoundError
+    from neuropixels_dask.local.synth import catalog
+
+    rows = {name: pd.read_csv(os.path.join(tiny_cache_dir, f"{name}.csv")).to_dict("records")
+            for name in ("sessions", "probes", "channels", "units")}
+    sessions, probes, channels, units = catalog.pad_to_release(
+        rows["sessions"], rows["probes"], rows["channels"], rows["units"], seed=0)
+    assert (len(sessions), len(probes), len(units)) == (58, 332, 99_180)
+    assert len(channels) == 332 * 384
+    tables = {"sessions": pd.DataFrame(sessions), "probes": pd.DataFrame(probes),
+              "channels": pd.DataFrame(channels), "units": units}
+    for name, t in tables.items():
+        assert ",".join(t.columns) == HEADERS[f"{name}.csv"], name
+        assert t["id"].is_unique, name
+        generated = pd.DataFrame(rows[name])
+        pd.testing.assert_frame_equal(t.iloc[:len(generated)].reset_index(drop=True),
+                                      generated, check_dtype=False)  # unchanged, first
+    assert tables["probes"]["ecephys_session_id"].isin(tables["sessions"]["id"]).all()
+    assert tables["channels"]["ecephys_probe_id"].isin(tables["probes"]["id"]).all()
+    assert units["ecephys_channel_id"].isin(tables["channels"]["id"]).all()
+    assert (tables["channels"].groupby("ecephys_probe_id").size() == 384).all()
+    padded = tables["sessions"].iloc[len(rows["sessions"]):]
+    assert not padded["has_nwb"].any() and set(units["quality"]) == {"good", "noise"}
+    # written next to the generated files, the package reads it as the release's catalog
+    # (units cut to a few thousand here: writing 44 MB of CSV would take seconds)
+    root = tmp_path / "release"
+    shutil.copytree(tiny_cache_dir, root)
+    tables["units"] = units.iloc[:5000]
+    for name, t in tables.items():
+        t.to_csv(root / f"{name}.csv", index=False)
+    cache = npd.open_cache(str(root))
+    table = cache.get_session_table()
+    assert len(table) == 58 and table["probe_count"].sum() == 332
+    assert table["unit_count"].sum() == 5000 and table["channel_count"].sum() == 332 * 384
+    with pytest.raises(CacheNotFoundError, match="NWB file is missing"):
+        cache.get_session_data(int(padded["id"].iloc[0]))
+    with pytest.raises(ValueError, match="cannot pad"):  # more sessions than the release
+        catalog.pad_to_release([*sessions, {**sessions[0], "id": 1}], probes, channels,
+                               [], seed=0)

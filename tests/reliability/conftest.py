@@ -20,6 +20,7 @@ from neuropixels_dask import caching
 BUCKET = "npd-reliability"
 PREFIX = "ecephys-cache"
 NO_FAULTS = {"latency": 0.0, "error_rate": 0.0, "reset_rate": 0.0, "truncate_rate": 0.0,
+             "outage": "", "outage_seconds": 0.0,
              "fault_methods": [], "deny_access_keys": [], "seed": 0}
 RETRY_MESSAGE = "retrying an S3 request"
 

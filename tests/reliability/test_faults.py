@@ -29,6 +29,11 @@ from neuropixels_dask.errors import StoreUnavailableError
 #: 10% of requests faulted: 4% errors (503 SlowDown or 500), 3% resets mid-body, 3% truncations
 TEN_PERCENT = {"error_rate": 0.04, "reset_rate": 0.03, "truncate_rate": 0.03,
                "latency": (0.0, 0.004)}
+#: faults that must have happened across the faulty runs of the analyses, every kind among them:
+#: ranges.py coalesces reads into ~30 requests per run (~3 faults at 10 %), so as many seeds
+#: run as it takes, up to MAX_SEEDS
+MIN_FAULTS = 10
+MAX_SEEDS = 8
 
 
 def analyses(url: str, so: dict, sid: int, pid: int) -> list[np.ndarray]:
@@ -72,7 +77,7 @@ def test_analyses_identical_under_ten_percent_faults(baseline, faults, rel_serve
     expected, n_requests = baseline
     caplog.set_level(logging.INFO, logger="neuropixels_dask.storage")
     seen: dict[str, int] = {}
-    for seed in (1, 2):
+    for seed in range(1, MAX_SEEDS + 1):
         faults(seed=seed, **TEN_PERCENT)
         rel_server.reset_stats()
         caplog.clear()
@@ -80,14 +85,16 @@ def test_analyses_identical_under_ten_percent_faults(baseline, faults, rel_serve
         got = analyses(*s3, *ids)
         stats = rel_server.stats()
         assert_identical(got, expected)
-        assert stats.faults_total >= 5, stats  # the faults really happened...
-        for kind, n in stats.faults.items():
+        for kind, n in stats.faults.items():  # the faults really happened (counted below)...
             seen[kind] = seen.get(kind, 0) + n
         # ...each cost exactly one retried request, no more, no less...
         assert stats.requests == n_requests + stats.faults_total, stats
         # ...and each retry is in the log, and in the process' counters
         assert len(retry_records(caplog)) == stats.faults_total
         assert storage.retry_counts()["total"] - before == stats.faults_total
+        if sum(seen.values()) >= MIN_FAULTS and set(seen) == {"error", "reset", "truncate"}:
+            break
+    assert sum(seen.values()) >= MIN_FAULTS, seen
     assert set(seen) == {"error", "reset", "truncate"}, seen
 
 
@@ -111,7 +118,7 @@ def test_conversion_identical_under_ten_percent_faults(faults, rel_server, s3, i
         (got,) = cv.convert(url, str(tmp_path / "faulty"), [sid], storage_options=so,
                             progress=False)
     stats = rel_server.stats()
-    assert stats.faults_total >= 10, stats
+    assert stats.faults_total >= 3, stats  # (~80 coalesced requests: ~8 faults at 10 %)
     assert len(retry_records(caplog)) == stats.faults_total
     assert got.status == "converted" and got.blocks_written == ref.blocks_written
     a = zarr.open_group(ref.store_url, mode="r")

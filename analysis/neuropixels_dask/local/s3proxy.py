@@ -7,9 +7,14 @@ Why a proxy and not hooks in moto: a proxy sees exactly what goes over the wire,
   ``503 SlowDown`` / ``500 InternalError``, connections reset mid-body, bodies truncated (the
   ``Content-Length`` promises more than is sent), and
 * the **latency injector** of the benchmarks (issue 8): 20-50 ms per request, like an object store
-  seen from a compute node, so that request counts matter as they do in the cloud, and
+  seen from a compute node, so that request counts matter as they do in the cloud,
+* the **link model** of the benchmarks (issue 15): response bodies paced to a bandwidth per
+  connection (one S3 stream: ~90 MB/s) and/or in total (a laptop's Wi-Fi: ~25 MB/s), and
 * the **source of truth for request/byte counts** (:class:`RequestStats`): every HTTP request and
-  the body bytes it returned, by kind (object GET, HEAD, LIST, other).
+  the body bytes it returned, by kind (object GET, HEAD, LIST, other), and
+* the **outage** of the reliability tests (issue 16): the store stops, for a while or until told
+  (``outage="refuse"``: nothing listens, connections are refused; ``outage="blackhole"``:
+  requests are taken and never answered, as behind a dead network path).
 
 Requests are forwarded faithfully (method, raw path and query, headers including ``Host`` and
 ``Range``, body). SigV4 signs the ``Host`` header; moto does not verify signatures, so forwarding
@@ -51,6 +56,11 @@ log = logging.getLogger(__name__)
 
 CONTROL_PREFIX = "/_npd_proxy"
 FAULT_KINDS = ("error", "reset", "truncate")
+#: ``FaultConfig.outage``: none, nothing listening (connections refused), nothing answering
+OUTAGE_MODES = ("", "refuse", "blackhole")
+#: how soon after answering a control request a "refuse" outage stops listening (s): the
+#: answer must leave first
+REFUSE_AFTER = 0.05
 
 # Headers that describe one hop of the connection, never forwarded (RFC 9110 section 7.6.1).
 _HOP_BY_HOP = frozenset({
@@ -192,7 +202,8 @@ class FaultConfig:
     that return a body (a HEAD has nothing to truncate), which is where clients must be robust.
     ``deny_access_keys``: requests signed with these access key ids get ``403
     InvalidAccessKeyId`` (moto itself accepts any credentials, so "denied credentials" is
-    simulated here).
+    simulated here). ``bandwidth_per_connection`` / ``bandwidth_total`` (bytes per second, 0:
+    no cap) pace response bodies per client connection and across all of them (:class:`_Link`).
     """
 
     latency: float | tuple[float, float] = 0.0
@@ -202,6 +213,13 @@ class FaultConfig:
     seed: int = 0
     fault_methods: tuple[str, ...] = ()
     deny_access_keys: tuple[str, ...] = ()
+    bandwidth_per_connection: float = 0.0
+    bandwidth_total: float = 0.0
+    #: "" | "refuse" | "blackhole" (see OUTAGE_MODES); a "refuse" outage also stops the control
+    #: endpoint of a process-mode proxy, so give it outage_seconds there
+    outage: str = ""
+    #: the outage ends by itself after this many seconds (0: when configured off)
+    outage_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.latency, list | tuple):
@@ -219,6 +237,17 @@ class FaultConfig:
             raise ValueError(f"fault rates add up to {total} > 1")
         self.fault_methods = tuple(m.upper() for m in self.fault_methods)
         self.deny_access_keys = tuple(self.deny_access_keys)
+        for name in ("bandwidth_per_connection", "bandwidth_total"):
+            value = float(getattr(self, name) or 0.0)
+            if not value >= 0:
+                raise ValueError(f"{name} must be >= 0 bytes/s (0: no cap), got "
+                                 f"{getattr(self, name)!r}")
+            setattr(self, name, value)
+        if self.outage not in OUTAGE_MODES:
+            raise ValueError(f"outage must be one of {OUTAGE_MODES}, got {self.outage!r}")
+        self.outage_seconds = float(self.outage_seconds or 0.0)
+        if not self.outage_seconds >= 0:
+            raise ValueError(f"outage_seconds must be >= 0, got {self.outage_seconds!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -255,6 +284,56 @@ class _Plan:
             if u < cfg.truncate_rate:
                 return delay, "truncate"
         return delay, None
+
+
+# ------------------------------------------------------------------------------------ link model
+
+
+class _Pace:
+    """A virtual clock for one link: bytes go out back to back at ``rate`` bytes/s."""
+
+    __slots__ = ("free_at",)
+
+    def __init__(self) -> None:
+        self.free_at = 0.0
+
+    def reserve(self, nbytes: int, rate: float, now: float) -> float:
+        """Seconds to wait until ``nbytes`` sent from ``now`` on have left the link."""
+        start = max(now, self.free_at)
+        self.free_at = start + nbytes / rate
+        return self.free_at - now
+
+
+class _Link:
+    """Paces response bodies: per client connection and across all of them.
+
+    Why pacing here and not ``tc``: it needs no privileges, applies only to S3 responses (not to
+    the control endpoint or the upstream hop), and the per-connection cap is what one S3 stream
+    gives a compute node (~90 MB/s), which no loopback interface models. A connection carries one
+    request at a time (HTTP/1.1, no pipelining by these clients), so requests on one keep-alive
+    connection share its clock; each chunk waits for both clocks before it is written.
+    """
+
+    def __init__(self) -> None:
+        self.total = _Pace()
+        self.connections: weakref.WeakKeyDictionary[Any, _Pace] = weakref.WeakKeyDictionary()
+
+    async def send(self, nbytes: int, transport: Any, cfg: FaultConfig) -> None:
+        if nbytes <= 0 or not (cfg.bandwidth_per_connection or cfg.bandwidth_total):
+            return
+        loop = asyncio.get_running_loop()
+        if cfg.bandwidth_per_connection:
+            try:
+                pace = self.connections.setdefault(transport, _Pace())
+            except TypeError:  # no transport (closed): pace this chunk on its own
+                pace = _Pace()
+            wait = pace.reserve(nbytes, cfg.bandwidth_per_connection, loop.time())
+            if wait > 0:
+                await asyncio.sleep(wait)
+        if cfg.bandwidth_total:
+            wait = self.total.reserve(nbytes, cfg.bandwidth_total, loop.time())
+            if wait > 0:
+                await asyncio.sleep(wait)
 
 
 # ---------------------------------------------------------------------------------- aiohttp core
@@ -296,6 +375,7 @@ class _ProxyCore:
         self.upstream = upstream.rstrip("/")
         self.plan = _Plan(cfg)
         self.counter = RequestCounter()
+        self.link = _Link()
         self.chunk_size = chunk_size
         self._session: Any = None
         self._runner: Any = None
@@ -320,6 +400,10 @@ class _ProxyCore:
         site = web.TCPSite(self._runner, host, port, backlog=1024, reuse_address=True)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._host, self._site = host, site
+        self._answering = asyncio.Event()
+        self._answering.set()
+        self._outage_end: asyncio.TimerHandle | None = None
         return self.port
 
     async def stop(self) -> None:
@@ -341,10 +425,56 @@ class _ProxyCore:
             if request.method == "POST":
                 new = {**self.plan.cfg.to_dict(), **(await request.json())}
                 self.plan.set(FaultConfig(**new))
+                # after this answer has left: a "refuse" outage closes this connection too
+                asyncio.get_running_loop().call_later(
+                    REFUSE_AFTER, lambda: asyncio.ensure_future(self.apply_outage()))
             return web.json_response(self.plan.cfg.to_dict())
         if what == "ping":
             return web.json_response({"ok": True, "pid": os.getpid()})
         return web.json_response({"error": f"unknown control {what!r}"}, status=404)
+
+    # -- outages
+    async def apply_outage(self) -> None:
+        """Make the listener and held requests match ``plan.cfg.outage`` (on the proxy's loop)."""
+        from aiohttp import web
+
+        cfg = self.plan.cfg
+        if self._outage_end is not None:
+            self._outage_end.cancel()
+            self._outage_end = None
+        if cfg.outage == "blackhole":
+            self._answering.clear()
+        else:
+            self._answering.set()  # held requests: their connections are dropped now
+        if cfg.outage == "refuse" and self._site is not None:
+            site, self._site = self._site, None
+            await site.stop()  # nothing listens: new connections are refused
+            for handler in self._runner.server.connections:  # and open ones are gone
+                handler.force_close()
+        elif cfg.outage != "refuse" and self._site is None:
+            site = web.TCPSite(self._runner, self._host, self.port, backlog=1024,
+                               reuse_address=True)
+            await site.start()
+            self._site = site
+        if cfg.outage and cfg.outage_seconds > 0:
+            self._outage_end = asyncio.get_running_loop().call_later(
+                cfg.outage_seconds, lambda: asyncio.ensure_future(self._end_outage()))
+
+    async def _end_outage(self) -> None:
+        # not plan.set(): the fault RNG goes on where it was
+        self.plan.cfg = dataclasses.replace(self.plan.cfg, outage="", outage_seconds=0.0)
+        await self.apply_outage()
+
+    async def _blackhole(self, request: Any) -> Any:
+        """Take the request and never answer; when the outage ends, drop the connection (the
+        client then retries on a new one, as after a network path heals)."""
+        from aiohttp import web
+
+        self.counter.begin(classify(request.method, request.raw_path))
+        self.counter.add(0, fault="outage")
+        await self._answering.wait()
+        _hard_close(request.transport, reset=True)
+        return web.Response(status=503)  # never sent: the connection is gone
 
     async def handle(self, request: Any) -> Any:
         from aiohttp import web
@@ -352,6 +482,8 @@ class _ProxyCore:
         raw_path = request.raw_path
         if raw_path.startswith(CONTROL_PREFIX):
             return await self._control(request)
+        if self.plan.cfg.outage == "blackhole":
+            return await self._blackhole(request)
         method = request.method
         category = classify(method, raw_path)
         delay, fault = self.plan.draw(method, category)
@@ -400,15 +532,18 @@ class _ProxyCore:
                 cut = length // 2
             await resp.prepare(request)
             sent = 0
+            link, transport = self.link, request.transport
             async for chunk in up.content.iter_chunked(self.chunk_size):
                 if cut is not None and sent + len(chunk) >= cut:
                     chunk = chunk[:cut - sent]
                     count.add(len(chunk), fault=fault)
                     if chunk:
+                        await link.send(len(chunk), transport, self.plan.cfg)
                         await resp.write(chunk)
                     _hard_close(request.transport, reset=fault == "reset")
                     return resp
                 count.add(len(chunk))
+                await link.send(len(chunk), transport, self.plan.cfg)
                 await resp.write(chunk)
                 sent += len(chunk)
             await resp.write_eof()
@@ -441,7 +576,8 @@ class FaultyS3Proxy:
     def __init__(self, upstream_endpoint: str, latency: float | tuple[float, float] = 0.0,
                  error_rate: float = 0.0, reset_rate: float = 0.0, truncate_rate: float = 0.0,
                  seed: int = 0, *, fault_methods: Collection[str] = (),
-                 deny_access_keys: Collection[str] = (), host: str = "127.0.0.1",
+                 deny_access_keys: Collection[str] = (), bandwidth_per_connection: float = 0.0,
+                 bandwidth_total: float = 0.0, host: str = "127.0.0.1",
                  port: int = 0, mode: str = "thread", startup_timeout: float = 30.0) -> None:
         if mode not in ("thread", "process"):
             raise ValueError(f"mode must be 'thread' or 'process', got {mode!r}")
@@ -449,7 +585,9 @@ class FaultyS3Proxy:
         self.config = FaultConfig(latency=latency, error_rate=error_rate, reset_rate=reset_rate,
                                   truncate_rate=truncate_rate, seed=seed,
                                   fault_methods=tuple(fault_methods),
-                                  deny_access_keys=tuple(deny_access_keys))
+                                  deny_access_keys=tuple(deny_access_keys),
+                                  bandwidth_per_connection=bandwidth_per_connection,
+                                  bandwidth_total=bandwidth_total)
         self.host, self.mode, self.startup_timeout = host, mode, startup_timeout
         self._requested_port = port
         self.port: int | None = None
@@ -554,6 +692,7 @@ class FaultyS3Proxy:
 
             async def apply() -> None:  # on the proxy's loop, done before we return
                 core.plan.set(new)
+                await core.apply_outage()
 
             asyncio.run_coroutine_threadsafe(apply(), self._loop).result(10)
         elif self.port is not None:

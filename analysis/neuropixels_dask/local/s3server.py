@@ -66,6 +66,9 @@ class LocalS3Server:
     fault: injected faults: a total rate (split evenly over 503/500 errors, connection resets
         and truncated bodies) or a mapping of :class:`~neuropixels_dask.s3proxy.FaultConfig`
         fields (``error_rate``, ``reset_rate``, ``truncate_rate``, ``seed``, ``fault_methods``).
+    bandwidth: the link model of the proxy, bytes/s: ``{"per_connection": 90e6}`` (one S3
+        stream seen from a compute node), ``{"total": 25e6}`` (a laptop's Wi-Fi), or both;
+        ``configure(bandwidth_per_connection=…, bandwidth_total=…)`` changes it while running.
     proxy: put the counting proxy in front even without latency/faults (for ``stats()``).
         ``None`` means: only when ``latency`` or ``fault`` is given.
     proxy_mode: ``"process"`` (own process: no GIL sharing, for benchmarks) or ``"thread"``.
@@ -81,6 +84,7 @@ class LocalS3Server:
                  proxy: bool | None = None, proxy_mode: str = "process",
                  mounts: Mapping[str, str | os.PathLike] | None = None,
                  cache_prefix: str | None = None, public: bool = True,
+                 bandwidth: Mapping[str, float] | None = None,
                  startup_timeout: float = 60.0) -> None:
         self.bucket = bucket
         self.public = public
@@ -89,10 +93,11 @@ class LocalS3Server:
         self.cache_prefix = cache_prefix
         self.startup_timeout = startup_timeout
         self._requested_port = port
-        self._fault_kwargs = _fault_kwargs(latency, fault, seed)
+        self._fault_kwargs = {**_fault_kwargs(latency, fault, seed), **_bandwidth_kwargs(bandwidth)}
         wants_proxy = bool(self._fault_kwargs.get("latency")) or any(
             self._fault_kwargs.get(k)
-            for k in ("error_rate", "reset_rate", "truncate_rate", "deny_access_keys"))
+            for k in ("error_rate", "reset_rate", "truncate_rate", "deny_access_keys",
+                      "bandwidth_per_connection", "bandwidth_total"))
         self._use_proxy = wants_proxy if proxy is None else bool(proxy)
         if wants_proxy and proxy is False:
             raise ValueError("latency/fault injection needs the proxy (proxy=False given)")
@@ -270,13 +275,25 @@ def _fault_kwargs(latency: Any, fault: float | Mapping[str, Any] | None,
         share = float(fault) / 3
         kw.update(error_rate=share, reset_rate=share, truncate_rate=share)
         return kw
-    allowed = {"error_rate", "reset_rate", "truncate_rate", "seed", "fault_methods", "latency",
+    allowed = {"outage", "outage_seconds",
+               "error_rate", "reset_rate", "truncate_rate", "seed", "fault_methods", "latency",
                "deny_access_keys"}
     unknown = set(fault) - allowed
     if unknown:
         raise ValueError(f"unknown fault settings {sorted(unknown)}; use {sorted(allowed)}")
     kw.update(fault)
     return kw
+
+
+def _bandwidth_kwargs(bandwidth: Mapping[str, float] | None) -> dict[str, float]:
+    """``{"per_connection": b, "total": b}`` → the proxy's ``bandwidth_*`` settings."""
+    if not bandwidth:
+        return {}
+    unknown = set(bandwidth) - {"per_connection", "total"}
+    if unknown:
+        raise ValueError(f"unknown bandwidth setting(s) {sorted(unknown)}; use 'per_connection' "
+                         "and/or 'total' (bytes per second)")
+    return {f"bandwidth_{k}": float(v) for k, v in bandwidth.items()}
 
 
 def _wait_http(endpoint: str, timeout: float) -> None:

@@ -33,6 +33,9 @@ HEADER_FETCH = 4096
 _LAYOUT, _CONTINUATION = 0x08, 0x10
 
 Fetch = Callable[[list[int], list[int]], list[bytes]]
+#: ``read(start, stop)``: one range through the open file's metadata block cache (no request
+#: when h5py has already read that block; one block otherwise)
+Read = Callable[[int, int], bytes]
 
 
 @dataclass(frozen=True)
@@ -47,10 +50,11 @@ class ChunkInfo:
 class ChunkIndex:
     """The chunk B-tree of one dataset, read lazily and level by level with ``fetch``."""
 
-    def __init__(self, root: int, ndims: int, fetch: Fetch) -> None:
+    def __init__(self, root: int, ndims: int, fetch: Fetch, read: Read | None = None) -> None:
         self.root = root
         self.ndims = ndims  # the dataset's rank (keys carry one more, always 0)
         self._fetch = fetch
+        self._read = read
         self._nodes: dict[int, _Node] = {}
         self._lock = threading.Lock()
 
@@ -81,7 +85,13 @@ class ChunkIndex:
         with self._lock:
             missing = sorted({a for a in addrs if a not in self._nodes})
         if missing:
-            blobs = self._fetch(missing, [a + NODE_FETCH for a in missing])
+            if missing == [self.root] and self._read is not None:
+                # the root: through the block cache, where h5py often has it already (it is
+                # written next to the dataset's header); other nodes lie far from anything h5py
+                # read, and a block would fetch 8× a node's bytes
+                blobs = [self._read(self.root, self.root + NODE_FETCH)]
+            else:
+                blobs = self._fetch(missing, [a + NODE_FETCH for a in missing])
             parsed = {a: _parse_node(b, self.ndims) for a, b in zip(missing, blobs, strict=True)}
             with self._lock:
                 self._nodes.update(parsed)
@@ -126,7 +136,7 @@ def _parse_node(buf: bytes, ndims: int) -> _Node:
     return _Node(level, keys, children)
 
 
-def _messages(buf: bytes, header_addr: int, fetch: Fetch) -> Iterable[tuple[int, bytes]]:
+def _messages(buf: bytes, header_addr: int, fetch: Read) -> Iterable[tuple[int, bytes]]:
     """``(type, body)`` of every message in the object header at the start of ``buf``."""
     if buf[:4] == b"OHDR":  # version 2
         if buf[4] != 2:
@@ -137,7 +147,7 @@ def _messages(buf: bytes, header_addr: int, fetch: Fetch) -> Iterable[tuple[int,
         size = int.from_bytes(buf[pos:pos + width], "little")
         pos += width
         if pos + size > len(buf):  # a header larger than the first fetch
-            (buf,) = fetch([header_addr], [header_addr + pos + size])
+            buf = fetch(header_addr, header_addr + pos + size)
         blocks = [(buf, pos, pos + size - 4)]  # (bytes, start, end) of message space
         order = 2 if flags & 0x04 else 0
         while blocks:
@@ -148,7 +158,7 @@ def _messages(buf: bytes, header_addr: int, fetch: Fetch) -> Iterable[tuple[int,
                 pos += 4 + order + msize
                 if mtype == _CONTINUATION:
                     addr, length = struct.unpack_from("<QQ", body)
-                    (more,) = fetch([addr], [addr + length])
+                    more = fetch(addr, addr + length)
                     if more[:4] != b"OCHK":
                         raise FormatNotHandled("continuation block")
                     blocks.append((more, 4, length - 4))
@@ -159,7 +169,7 @@ def _messages(buf: bytes, header_addr: int, fetch: Fetch) -> Iterable[tuple[int,
         raise FormatNotHandled("object header version")
     nmsgs, size = struct.unpack_from("<H", buf, 2)[0], struct.unpack_from("<I", buf, 8)[0]
     if 16 + size > len(buf):  # a header larger than the first fetch
-        (buf,) = fetch([header_addr], [header_addr + 16 + size])
+        buf = fetch(header_addr, header_addr + 16 + size)
     blocks = [(buf, 16, 16 + size)]
     seen = 0
     while blocks and seen < nmsgs:
@@ -171,21 +181,47 @@ def _messages(buf: bytes, header_addr: int, fetch: Fetch) -> Iterable[tuple[int,
             seen += 1
             if mtype == _CONTINUATION:
                 addr, length = struct.unpack_from("<QQ", body)
-                (more,) = fetch([addr], [addr + length])
+                more = fetch(addr, addr + length)
                 blocks.append((more, 0, length))
             else:
                 yield mtype, body
 
 
-def chunk_index(ds: h5py.Dataset, fetch: Fetch) -> ChunkIndex | None:
+def _header_address(ds: h5py.Dataset) -> int:
+    """The file address of ``ds``'s object header, without reading anything.
+
+    Not ``h5py.h5o.get_info``: it also sums the metadata sizes of the object, and for a chunked
+    dataset that walks the whole chunk B-tree through the file object, node by node (163 reads
+    of the benchmark's LFP file, ~6 s over S3 on the first block of every worker).
+    ``H5Gget_objinfo`` reports the address from the object's link alone.
+    """
+    try:
+        low, high = h5py.h5g.get_objinfo(ds.id).objno
+        if not high:  # the whole address fits the first word (64-bit longs)
+            return int(low)
+    except (AttributeError, TypeError, ValueError, RuntimeError):  # an HDF5 without it
+        pass
+    return int(h5py.h5o.get_info(ds.id).addr)
+
+
+def chunk_index(ds: h5py.Dataset, fetch: Fetch, read: Read | None = None) -> ChunkIndex | None:
     """The chunk index of ``ds`` read through ``fetch(starts, stops) -> [bytes]``, or ``None``
-    when this module cannot read it (the caller then asks h5py chunk by chunk)."""
+    when this module cannot read it (the caller then asks h5py chunk by chunk).
+
+    ``read(start, stop) -> bytes``, when given, reads single ranges through the open file's
+    metadata block cache: the dataset's object header (and its continuations, and often the
+    tree's root) lie in blocks h5py read to open the dataset, so they cost no request.
+    """
     if ds.chunks is None or ds.file.id.get_create_plist().get_sizes() != (8, 8):
         return None
+
+    def one(start: int, stop: int) -> bytes:
+        return read(start, stop) if read is not None else fetch([start], [stop])[0]
+
     try:
-        addr = int(h5py.h5o.get_info(ds.id).addr)
-        (head,) = fetch([addr], [addr + HEADER_FETCH])
-        for mtype, body in _messages(head, addr, fetch):
+        addr = _header_address(ds)
+        head = one(addr, addr + HEADER_FETCH)
+        for mtype, body in _messages(head, addr, one):
             if mtype != _LAYOUT:
                 continue
             if body[0] != 3 or body[1] != 2:  # layout version 3, chunked class
@@ -194,7 +230,7 @@ def chunk_index(ds: h5py.Dataset, fetch: Fetch) -> ChunkIndex | None:
             (root,) = struct.unpack_from("<Q", body, 3)
             if rank != ds.ndim:
                 return None
-            return ChunkIndex(root, rank, fetch)
+            return ChunkIndex(root, rank, fetch, read)
     except (FormatNotHandled, struct.error, IndexError, ValueError):
         return None
     return None

@@ -19,12 +19,19 @@ A store is only readable once ``convert`` has written and verified everything an
 complete (``complete`` in the root attributes, together with the consolidated metadata); a half
 written store raises :class:`~neuropixels_dask.errors.InvalidFileError` telling to rerun convert.
 
+Nothing damaged reads as data: every store is opened through ``zarrstore.StrictStore``, so a
+missing, empty or short chunk or shard raises
+:class:`~neuropixels_dask.errors.DamagedStoreError` naming the object (zarr alone returns the
+fill value), and so does a chunk or shard index failing its CRC32C (format 2) or its
+decompression. The message says which ``convert`` command rewrites it.
+
 The format itself (keys, layout, encodings, table schema) lives in :mod:`neuropixels_dask.zarrstore`,
 which the writer (``convert``) shares; this module only reads.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 import warnings
 from typing import Any
@@ -36,7 +43,7 @@ import zarr
 from .. import storage
 from .. import zarrstore as zs
 from ..caching import ProcessCache
-from ..errors import CacheNotFoundError, InvalidFileError, NoLFPError
+from ..errors import CacheNotFoundError, DamagedStoreError, InvalidFileError, NoLFPError
 from .base import LFPSource, SessionReader, SpikeSource
 
 #: a read wanting more inner chunks than this of one shard fetches the whole shard object
@@ -56,7 +63,8 @@ def open_array(url: str, path: str, storage_options: dict | None) -> zarr.Array:
 
     def make() -> zarr.Array:
         try:
-            return zarr.open_array(zs.open_store(url, opts), path=path, mode="r", zarr_format=3)
+            return zarr.open_array(zs.open_store(url, opts, strict=True), path=path, mode="r",
+                                   zarr_format=3)
         except Exception as exc:  # noqa: BLE001 - re-raised in the user's words
             raise _translate(exc, storage.join(url, path)) from exc
 
@@ -64,6 +72,10 @@ def open_array(url: str, path: str, storage_options: dict | None) -> zarr.Array:
 
 
 def _translate(exc: BaseException, url: str) -> BaseException:
+    """Our error for ``exc``; one of ours comes back as a copy (see ``storage.translate_error``:
+    ``raise _translate(exc) from exc`` must not make an exception its own cause)."""
+    if isinstance(exc, DamagedStoreError):
+        return copy.copy(exc)
     if isinstance(exc, zarr.errors.NodeNotFoundError | KeyError):
         return CacheNotFoundError(f"Nothing found at {url}: the Zarr store lacks this array. "
                                   "Rerun `neuropixels-dask convert` for this session.")
@@ -82,8 +94,8 @@ def open_root(url: str, storage_options: dict | None, session_id: int | None = N
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=UserWarning)  # "consolidated is not spec"
-            root = zarr.open_group(zs.open_store(url, storage_options), mode="r", zarr_format=3,
-                                   use_consolidated=None)
+            root = zarr.open_group(zs.open_store(url, storage_options, strict=True), mode="r",
+                                   zarr_format=3, use_consolidated=None)
     except (FileNotFoundError, zarr.errors.NodeNotFoundError) as exc:
         raise CacheNotFoundError(
             f"No converted session at {url}. This cache is a Zarr copy (its manifest has "
@@ -100,6 +112,12 @@ def open_root(url: str, storage_options: dict | None, session_id: int | None = N
     if int(info.get("version", 0)) > zs.FORMAT_VERSION:
         raise InvalidFileError(f"{url} was written by a newer neuropixels-dask (store format "
                                f"{info.get('version')} > {zs.FORMAT_VERSION}): upgrade the package.")
+    if int(info.get("version", 0)) not in zs.READABLE_VERSIONS:
+        raise InvalidFileError(f"{url} has store format {info.get('version')!r}, which this "
+                               f"neuropixels-dask does not read ({zs.READABLE_VERSIONS}): delete "
+                               f"it and run `{rerun}`.")
+    # format 1 skipped table chunks equal to the fill value: there, a missing one is that value
+    root.store.strict = zs.strict_tables(int(info["version"]))
     if not info.get("complete") or root.metadata.consolidated_metadata is None:
         raise InvalidFileError(
             f"{url} is incomplete: its conversion was interrupted or is still running, so it is "
@@ -142,7 +160,8 @@ class ZarrSessionReader(SessionReader):
             specs = {n: zs.table_spec(g) for n, g in groups.items()}
             paths = [f"{n}/{p}" for n, s in specs.items() for p in zs.table_array_paths(s)]
             try:
-                values = zs.read_arrays(self._root, paths + todo_extra)
+                with storage.bounded():
+                    values = zs.read_arrays(self._root, paths + todo_extra)
             except Exception as exc:  # noqa: BLE001
                 raise _translate(exc, self.store_url) from exc
             for n, s in specs.items():
@@ -214,8 +233,12 @@ class ZarrSessionReader(SessionReader):
 
 
 def _is_raw(arr: zarr.Array) -> bool:
-    """True when ``arr`` is 1-D, unsharded, stored as plain little-endian bytes (exact ranges)."""
-    codecs = arr.metadata.codecs
+    """True when ``arr`` is 1-D, unsharded, stored as plain little-endian bytes (exact ranges):
+    a chunk's element ``j`` is at byte ``j * itemsize`` (format 2 appends its CRC32C after the
+    last element, which ranged reads leave out)."""
+    codecs = list(arr.metadata.codecs)
+    if zs.has_checksum(codecs):
+        codecs = codecs[:-1]
     return (arr.ndim == 1 and arr.shards is None and len(codecs) == 1
             and codecs[0].__class__.__name__ == "BytesCodec"
             and getattr(codecs[0], "endian", None) is not None
@@ -236,7 +259,7 @@ def read_rows(arr: zarr.Array, url: str, path: str, storage_options: dict | None
     zarr from memory; short windows keep zarr's index + chunk reads.
     """
     if i1 <= i0 or arr.shards is None or tuple(arr.shards[1:]) != tuple(arr.shape[1:]):
-        return arr[i0:i1]
+        return _decode(arr, url, path, i0 // int((arr.shards or arr.chunks)[0]), i0, i1)
     shard, chunk = int(arr.shards[0]), int(arr.chunks[0])
     pieces: list[tuple[int, int, int, bool]] = []
     for s in range(i0 // shard, (i1 - 1) // shard + 1):
@@ -245,8 +268,21 @@ def read_rows(arr: zarr.Array, url: str, path: str, storage_options: dict | None
         pieces.append((s, a, b, n_chunks > WHOLE_SHARD_MIN_CHUNKS))
     whole = [s for s, _, _, w in pieces if w]
     mem = _shards_in_memory(arr, url, path, storage_options, whole) if whole else None
-    parts = [(mem if w else arr)[a:b] for _, a, b, w in pieces]
+    parts = [_decode((mem if w else arr), url, path, s, a, b) for s, a, b, w in pieces]
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _decode(arr: zarr.Array, url: str, path: str, shard: int, a: int, b: int) -> np.ndarray:
+    """Rows ``[a, b)`` of ``arr`` (starting in shard or chunk ``shard``); an object failing its
+    checksum or its decoding is named."""
+    try:
+        return arr[a:b]
+    except Exception as exc:  # noqa: BLE001 - damage is named, anything else passes
+        key = f"{path}/{arr.metadata.encode_chunk_key((shard, *(0,) * (arr.ndim - 1)))}"
+        err = zs.damaged_error(exc, url, key, (a, b))
+        if err is None:
+            raise
+        raise err from exc
 
 
 def _shards_in_memory(arr: zarr.Array, url: str, path: str, storage_options: dict | None,
@@ -258,12 +294,14 @@ def _shards_in_memory(arr: zarr.Array, url: str, path: str, storage_options: dic
     tail = (0,) * (arr.ndim - 1)
     keys = [arr.metadata.encode_chunk_key((s, *tail)) for s in shards]
     urls = [storage.join(url, path, k) for k in keys]
-    # a missing shard reads as fill value
     blobs = storage.fetch_objects(urls, zs.storage_options(url, storage_options), missing_ok=True)
     content = dict(arr.metadata.to_buffer_dict(proto))
     for k, blob in zip(keys, blobs, strict=True):
-        if blob is not None:
-            content[k] = proto.buffer.from_bytes(blob)
+        if blob is None:  # zarr would read it as the fill value
+            raise zs.missing_error(url, f"{path}/{k}")
+        if not blob:
+            raise zs.truncated_error(url, f"{path}/{k}", "an empty object")
+        content[k] = proto.buffer.from_bytes(blob)
     return zarr.open_array(zarr.storage.MemoryStore(content), mode="r", zarr_format=3)
 
 
@@ -276,7 +314,8 @@ def read_lfp_block(src: LFPSource, i0: int, i1: int, cols) -> np.ndarray:
     cols = np.asarray(cols, dtype=np.int64)
     arr = open_array(src.url, src.data_path, src.storage_options)
     try:
-        raw = read_rows(arr, src.url, src.data_path, src.storage_options, i0, i1)
+        with storage.bounded():  # zarr's own reads too: one deadline for the block
+            raw = read_rows(arr, src.url, src.data_path, src.storage_options, i0, i1)
     except Exception as exc:  # noqa: BLE001
         raise _translate(exc, storage.join(src.url, src.data_path)) from exc
     block = zs.decode_lfp(raw, zs.lfp_scale(arr))
@@ -288,7 +327,8 @@ def read_lfp_block(src: LFPSource, i0: int, i1: int, cols) -> np.ndarray:
 def read_timestamps(src: LFPSource, i0: int, i1: int) -> np.ndarray:
     arr = open_array(src.url, src.timestamps_path, src.storage_options)
     try:
-        return read_rows(arr, src.url, src.timestamps_path, src.storage_options, i0, i1)
+        with storage.bounded():
+            return read_rows(arr, src.url, src.timestamps_path, src.storage_options, i0, i1)
     except Exception as exc:  # noqa: BLE001
         raise _translate(exc, storage.join(src.url, src.timestamps_path)) from exc
 
@@ -323,10 +363,18 @@ def read_spike_ranges(src: SpikeSource, ranges: list[tuple[int, int]]) -> list[n
             starts.append(src.byte_offset + s * dtype.itemsize)
             stops.append(src.byte_offset + e * dtype.itemsize)
             owners.append(k)
-    blobs = storage.fetch_object_ranges(paths, zs.storage_options(src.url, src.storage_options),
-                                        starts, stops)
+    opts = zs.storage_options(src.url, src.storage_options)
+    try:
+        blobs = storage.fetch_object_ranges(paths, opts, starts, stops)
+    except FileNotFoundError as exc:  # a chunk object is gone: name it
+        base = len(src.url.rstrip("/")) + 1
+        lost = [p for p in dict.fromkeys(paths) if not storage.exists(p, opts)]
+        raise zs.missing_error(src.url, lost[0][base:] if lost else src.path) from exc
     parts: list[list[bytes]] = [[] for _ in ranges]
-    for k, blob in zip(owners, blobs, strict=True):
+    for k, blob, path, a, b in zip(owners, blobs, paths, starts, stops, strict=True):
+        if len(blob) != b - a:  # a ranged GET past the end of a truncated object comes back short
+            raise zs.truncated_error(src.url, path[len(src.url.rstrip("/")) + 1:],
+                                     f"bytes {a}–{b} asked, {len(blob)} returned")
         parts[k].append(blob)
     return [np.frombuffer(b"".join(p), dtype).astype(np.float64, copy=False) if p
             else np.empty(0, np.float64) for p in parts]

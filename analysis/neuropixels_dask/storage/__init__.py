@@ -6,6 +6,9 @@
 - :mod:`.translate`: botocore/aiohttp/OS errors in the user's words (``errors.py``).
 - :mod:`.retries`: transient S3 errors are retried by botocore (adaptive backoff) and s3fs;
   every retry is counted and logged at INFO (``retry_counts()``).
+- :mod:`.deadline`, :mod:`.httpsession`: a store that stops answering fails every read within
+  ``remote.outage_timeout`` (``StoreUnavailableError``) instead of hanging; the fetch functions
+  below are each one bounded read.
 - :mod:`.hdf5file`: remote files tuned for h5py (small blocks for metadata, exact data reads).
 - :mod:`.ranges`: many byte ranges of one object in one concurrent batch.
 
@@ -18,14 +21,15 @@ from __future__ import annotations
 import fsspec
 
 from ..caching import ProcessCache
-from . import ranges, retries
+from . import deadline, ranges, retries
 from .hdf5file import HDF5BlockCache, open_hdf5_file
 from .options import StorageOptions, is_s3, options_key, resolve, with_defaults
 from .reach import check_reachable
 from .retries import RetryLog, retry_counts, retry_log
 from .translate import translate_error
 
-__all__ = ["HDF5BlockCache", "RetryLog", "StorageOptions", "exists", "fetch_object_ranges",
+__all__ = ["HDF5BlockCache", "RetryLog", "StorageOptions", "bounded", "exists",
+           "fetch_object_ranges",
            "fetch_objects", "fetch_ranges",
            "filesystem", "is_s3", "join", "open_file", "options_key", "resolve", "retry_counts",
            "retry_log", "translate_error", "with_defaults"]
@@ -33,6 +37,10 @@ __all__ = ["HDF5BlockCache", "RetryLog", "StorageOptions", "exists", "fetch_obje
 #: fsspec filesystem instances per (protocol, options key), per process
 _filesystems: ProcessCache[tuple[str, str], fsspec.AbstractFileSystem] = ProcessCache(
     "filesystems", maxsize=64)
+
+
+#: a read whose S3 requests must all be answered within ``remote.outage_timeout`` (.deadline)
+bounded = deadline.bounded
 
 
 def join(url: str, *parts: str) -> str:
@@ -73,7 +81,8 @@ def exists(url: str, storage_options: dict | None = None) -> bool:
     """Whether ``url`` exists; errors of the store in the user's words."""
     fs, path = filesystem(url, storage_options)
     try:
-        return bool(fs.exists(path))
+        with bounded():
+            return bool(fs.exists(path))
     except Exception as exc:  # noqa: BLE001
         raise translate_error(exc, url) from exc
 
@@ -83,7 +92,8 @@ def fetch_ranges(url: str, storage_options: dict | None, starts: list[int],
     """Bytes ``[start, stop)`` of ``url`` for every pair, fetched concurrently (:mod:`.ranges`)."""
     fs, path = filesystem(url, storage_options)
     try:
-        return ranges.fetch(fs, path, starts, stops)
+        with bounded():
+            return ranges.fetch(fs, path, starts, stops)
     except Exception as exc:  # noqa: BLE001
         raise translate_error(exc, url) from exc
 
@@ -95,7 +105,8 @@ def fetch_object_ranges(urls: list[str], storage_options: dict | None, starts: l
         return []
     fs, _ = filesystem(urls[0], storage_options)
     try:
-        return ranges.fetch_many(fs, [fs._strip_protocol(u) for u in urls], starts, stops)
+        with bounded():
+            return ranges.fetch_many(fs, [fs._strip_protocol(u) for u in urls], starts, stops)
     except Exception as exc:  # noqa: BLE001
         raise translate_error(exc, urls[0].rsplit("/", 1)[0]) from exc
 
@@ -107,6 +118,7 @@ def fetch_objects(urls: list[str], storage_options: dict | None, missing_ok: boo
         return []
     fs, _ = filesystem(urls[0], storage_options)
     try:
-        return ranges.fetch_objects(fs, [fs._strip_protocol(u) for u in urls], missing_ok)
+        with bounded():
+            return ranges.fetch_objects(fs, [fs._strip_protocol(u) for u in urls], missing_ok)
     except Exception as exc:  # noqa: BLE001
         raise translate_error(exc, urls[0].rsplit("/", 1)[0]) from exc

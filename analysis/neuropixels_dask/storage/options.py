@@ -72,12 +72,19 @@ def resolve(url: str, storage_options: dict | None = None) -> StorageOptions:
             user["client_kwargs"] = {**opts["client_kwargs"], **user["client_kwargs"]}
         opts.update(user)
     if is_s3(url):
+        from .deadline import outage_timeout
+        from .httpsession import DeadlineSession
+
         remote = config.get("remote") or {}
         ck = dict(opts.get("config_kwargs") or {})
         ck.setdefault("retries", {"max_attempts": int(remote.get("retries", 8)),
                                   "mode": "adaptive"})
         ck.setdefault("connect_timeout", remote.get("connect_timeout", 10))
-        ck.setdefault("read_timeout", remote.get("read_timeout", 60))
+        # a body that stops arriving is an outage too: no longer than outage_timeout between bytes
+        ck.setdefault("read_timeout", min(float(remote.get("read_timeout", 60)),
+                                          outage_timeout()))
+        # every request answered within remote.outage_timeout (storage/deadline.py)
+        ck.setdefault("http_session_cls", DeadlineSession)
         opts["config_kwargs"] = ck
     return StorageOptions(opts)
 

@@ -3,7 +3,9 @@
 botocore and s3fs only announce retries at DEBUG, among every other request they log, so by
 default a run that survived a hundred 503s looks like one that saw none. :class:`RetryLog` sits
 on their retry loggers and reports each retry on ``neuropixels_dask.storage``:
-``retrying an S3 request (retry N in this process, botocore, after 0.83 s)``.
+``retrying an S3 request (retry N in this process, botocore, after 0.83 s)``. The package's own
+reconnections to an endpoint that refuses connections (``storage.httpsession``) are counted and
+logged the same way (``reconnect``).
 
 It is installed by :func:`install` when this package creates its first filesystem (not at
 import): that is the declared side effect of reading through ``neuropixels_dask.storage``.
@@ -66,6 +68,13 @@ class RetryLog(logging.Filter):
             return record.levelno >= logger.parent.getEffectiveLevel()
         return True
 
+    def note(self, kind: str, detail: str) -> None:
+        """Count and log a retry made by this package itself (see :func:`note_reconnect`)."""
+        with self._lock:
+            self._counts[kind] += 1
+            n = sum(self._counts.values())
+        log.info("retrying an S3 request (retry %d in this process, %s, %s)", n, kind, detail)
+
     def counts(self) -> dict[str, int]:
         with self._lock:
             return {"total": sum(self._counts.values()), **self._counts}
@@ -86,6 +95,12 @@ def install() -> None:
             logger.addFilter(retry_log)
         if logger.level == logging.NOTSET:
             logger.setLevel(OUR_LEVEL)
+
+
+def note_reconnect(endpoint: str, waited: float) -> None:
+    """One more connection attempt to an endpoint that refuses them (``storage.httpsession``
+    waits for it up to ``remote.outage_timeout``): counted and logged like botocore's retries."""
+    retry_log.note("reconnect", f"{endpoint} refused connections for {waited:.1f} s")
 
 
 def retry_counts() -> dict[str, int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from ..errors import (
     AccessDeniedError,
     CacheNotFoundError,
@@ -18,9 +20,14 @@ TRANSIENT_SIGNS = ("slowdown", "reduce your request rate", "internalerror",
 
 
 def translate_error(exc: BaseException, url: str) -> BaseException:
-    """Turn a botocore/aiohttp/OS error about ``url`` into one of our errors, in the user's words."""
+    """Turn a botocore/aiohttp/OS error about ``url`` into one of our errors, in the user's words.
+
+    One of ours (raised further down, e.g. ``StoreUnavailableError`` by the HTTP session) comes
+    back as a fresh copy: callers ``raise translate_error(exc, url) from exc``, and an exception
+    that is its own ``__cause__`` sends tblib, which distributed uses to send a task's error to
+    the client, into an endless loop (the worker hangs)."""
     if isinstance(exc, NeuropixelsDaskError):
-        return exc
+        return copy.copy(exc)
     text = f"{type(exc).__name__}: {exc}"
     low = text.lower()
     if isinstance(exc, PermissionError) or "accessdenied" in low or "forbidden" in low or \

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from . import catalog as C
 from . import layout as L
 from . import model as M
 from .nwb_writer import UNIT_METRICS, session_start, write_lfp_nwb, write_session_nwb
@@ -25,9 +26,6 @@ from .stimulus import build_schedule, session_end
 
 GROUND_TRUTH_FILE = "synthetic_ground_truth.json"
 STIMULUS_START = 20.0  # s; LFP timestamps start near 13.6 s as in the real files
-GENOTYPES = ["wt/wt", "Sst-IRES-Cre/wt;Ai32(RCL-ChR2(H134R)_EYFP)/wt",
-             "Vip-IRES-Cre/wt;Ai32(RCL-ChR2(H134R)_EYFP)/wt",
-             "Pvalb-IRES-Cre/wt;Ai32(RCL-ChR2(H134R)_EYFP)/wt"]
 
 
 def manifest() -> dict:
@@ -47,32 +45,6 @@ def manifest() -> dict:
          "parent_key": "session_data"},
     ]
     return {"manifest": entries}
-
-
-def _unit_metrics(rng: np.random.Generator, quality: str, fail: str | None) -> dict:
-    """Plausible metrics; ``fail`` names the default filter this unit is made to fail."""
-    m = {
-        "PT_ratio": rng.uniform(0.2, 0.8), "amplitude": rng.uniform(60, 300),
-        "amplitude_cutoff": rng.uniform(0.0, 0.08), "cumulative_drift": rng.uniform(20, 300),
-        "d_prime": rng.uniform(2, 8), "duration": rng.uniform(0.2, 0.9),
-        "halfwidth": rng.uniform(0.1, 0.4), "isi_violations": rng.uniform(0.0, 0.3),
-        "isolation_distance": rng.uniform(20, 120), "l_ratio": rng.uniform(0, 0.1),
-        "max_drift": rng.uniform(5, 60), "nn_hit_rate": rng.uniform(0.6, 1.0),
-        "nn_miss_rate": rng.uniform(0, 0.05), "presence_ratio": rng.uniform(0.96, 0.99),
-        "recovery_slope": rng.uniform(-0.3, -0.02), "repolarization_slope": rng.uniform(0.2, 1.5),
-        "silhouette_score": rng.uniform(0.02, 0.3), "snr": rng.uniform(1.5, 6.0),
-        "spread": rng.uniform(30, 150), "velocity_above": rng.uniform(-1, 1),
-        "velocity_below": rng.uniform(-1, 1),
-    }
-    if quality == "noise":
-        m["snr"] = rng.uniform(0.2, 1.0)
-    if fail == "amplitude_cutoff":
-        m["amplitude_cutoff"] = rng.uniform(0.15, 0.5)
-    elif fail == "presence_ratio":
-        m["presence_ratio"] = rng.uniform(0.5, 0.9)
-    elif fail == "isi_violations":
-        m["isi_violations"] = rng.uniform(0.6, 3.0)
-    return m
 
 
 def _mean_waveform(peak: int, amplitude_uv: float) -> np.ndarray:
@@ -103,7 +75,7 @@ def _session_task(args: tuple) -> dict:
         "session_type": "brain_observatory_1.1",
         "age_in_days": float(rng.integers(90, 140)),
         "sex": str(rng.choice(["M", "F"])),
-        "genotype": str(rng.choice(GENOTYPES)),
+        "genotype": str(rng.choice(C.GENOTYPES)),
     }
     start = session_start(s_index)
 
@@ -128,7 +100,7 @@ def _session_task(args: tuple) -> dict:
                 flash_responsive=fam in M.FLASH_LATENCY and rng.random() < 0.8, quality=quality)
             st = M.spikes_from_rate(M.unit_rate(model, truth, flash[fam or "hippocampus"]),
                                     model.t0, rng)
-            metrics = _unit_metrics(rng, quality, fail)
+            metrics = C.unit_metrics(rng, quality, fail)
             metrics["firing_rate"] = st.size / duration
             unit_rows.append({"id": uid, "cluster_id": local_unit + 3 * p_i,
                               "local_index": local_unit, "peak_channel_id": int(p.channel_ids[ch]),
@@ -167,33 +139,11 @@ def _session_task(args: tuple) -> dict:
                                       "n_channels": len(p.lfp_local_indices)}
 
     # ---- rows for the cache tables
-    session_row = {"id": session_id, "date_of_acquisition": start.isoformat(),
-                   "isi_experiment_id": 700_000_000 + s_index, "published_at":
-                   "2019-10-03T00:00:00+00:00", "specimen_id": meta["specimen_id"],
-                   "session_type": meta["session_type"], "age_in_days": meta["age_in_days"],
-                   "sex": meta["sex"], "genotype": meta["genotype"], "has_nwb": True}
-    probe_rows, channel_rows = [], []
-    for p in probes:
-        probe_rows.append({"id": p.probe_id, "air_channel_index": p.air_channel_index,
-                           "ecephys_session_id": session_id,
-                           "lfp_sampling_rate": p.lfp_sampling_rate,
-                           "lfp_temporal_subsampling_factor": float(L.LFP_SUBSAMPLING),
-                           "name": p.name, "phase": "3a", "sampling_rate": L.RAW_SAMPLING_RATE,
-                           "surface_channel_index": p.surface_channel_index,
-                           "has_lfp_data": p.has_lfp})
-        for i, cid in enumerate(p.channel_ids):
-            acr = p.acronyms[i]
-            channel_rows.append({
-                "id": int(cid), "ecephys_probe_id": p.probe_id, "local_index": i,
-                "probe_horizontal_position": int(p.horizontal[i]),
-                "probe_vertical_position": int(p.vertical[i]),
-                "anterior_posterior_ccf_coordinate": p.ccf[i, 0] if acr else np.nan,
-                "dorsal_ventral_ccf_coordinate": p.ccf[i, 1] if acr else np.nan,
-                "left_right_ccf_coordinate": p.ccf[i, 2] if acr else np.nan,
-                "ecephys_structure_id": L.STRUCTURE_IDS.get(acr, np.nan),
-                "ecephys_structure_acronym": acr or np.nan})
+    session_row = C.session_row(session_id, s_index, meta, start)
+    probe_rows = [C.probe_row(p, session_id) for p in probes]
+    channel_rows = [row for p in probes for row in C.channel_rows(p)]
     unit_csv = units.reset_index().rename(columns={"peak_channel_id": "ecephys_channel_id"})
-    unit_csv = unit_csv[UNITS_CSV_COLUMNS]
+    unit_csv = unit_csv[C.UNITS_CSV_COLUMNS]
     return {
         "session": session_row, "probes": probe_rows, "channels": channel_rows,
         "units": unit_csv.to_dict("records"),
@@ -204,18 +154,15 @@ def _session_task(args: tuple) -> dict:
 
 
 L_ORI = [0.0, 45.0, 90.0, 135.0, 180.0, 225.0, 270.0, 315.0]
-UNITS_CSV_COLUMNS = ["id", "PT_ratio", "amplitude", "amplitude_cutoff", "cumulative_drift",
-                     "d_prime", "duration", "ecephys_channel_id", "firing_rate", "halfwidth",
-                     "isi_violations", "isolation_distance", "l_ratio", "max_drift",
-                     "nn_hit_rate", "nn_miss_rate", "presence_ratio", "quality", "recovery_slope",
-                     "repolarization_slope", "silhouette_score", "snr", "spread",
-                     "velocity_above", "velocity_below"]
-assert set(UNITS_CSV_COLUMNS) >= set(UNIT_METRICS) - {"firing_rate"} | {"firing_rate"}
+assert set(C.UNITS_CSV_COLUMNS) >= set(UNIT_METRICS) - {"firing_rate"} | {"firing_rate"}
 
 
 def _ground_truth_header(preset: Preset) -> dict:
+    knobs = asdict(preset)
+    if not preset.release_catalog:  # caches generated before the knob existed stay reusable
+        knobs.pop("release_catalog")
     return {
-        "generator": {"preset": asdict(preset), "format_version": 6},
+        "generator": {"preset": knobs, "format_version": 6},
         "rhythms": {fam: {"frequency_hz": f, "amplitude_v": a}
                     for fam, (f, a) in M.RHYTHM.items()},
         "gamma_grating_power_gain": M.GAMMA_GRATING_GAIN ** 2,
@@ -294,11 +241,16 @@ def generate_cache(url: str, preset: str | Preset = "tiny", *, reuse: bool = Tru
                 results.append(_session_task(t))
                 bar.update()
         bar.close()
-        pd.DataFrame([r["session"] for r in results]).to_csv(
-            os.path.join(out_dir, "sessions.csv"), index=False)
-        for key in ("probes", "channels", "units"):
-            rows = [row for r in results for row in r[key]]
-            pd.DataFrame(rows).to_csv(os.path.join(out_dir, f"{key}.csv"), index=False)
+        rows = {"sessions": [r["session"] for r in results],
+                **{key: [row for r in results for row in r[key]]
+                   for key in ("probes", "channels", "units")}}
+        if p.release_catalog:  # pad the tables with catalog-only sessions (catalog.py)
+            *tables, units = C.pad_to_release(rows["sessions"], rows["probes"],
+                                              rows["channels"], rows["units"], p.seed)
+            rows = dict(zip(("sessions", "probes", "channels"), tables, strict=True))
+            rows["units"] = units
+        for key, table in rows.items():
+            pd.DataFrame(table).to_csv(os.path.join(out_dir, f"{key}.csv"), index=False)
         with open(os.path.join(out_dir, "manifest.json"), "w") as f:
             json.dump(manifest(), f, indent=2)
         truth = {**header, "sessions": {str(r["truth"]["session_id"]): r["truth"]

@@ -23,6 +23,9 @@ class Preset:
     lfp_channel_stride: int = 4
     #: A probe per session (the last) without an LFP file, as a few real probes have.
     probe_without_lfp: bool = False
+    #: Pad the cache tables with catalog-only sessions to the release's size (58 sessions,
+    #: 332 probes, ~99k units; ``catalog.py``): how fast a catalog opens depends on that.
+    release_catalog: bool = False
     seed: int = 0
 
     def with_overrides(self, **kwargs: object) -> Preset:
