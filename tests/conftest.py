@@ -19,6 +19,15 @@ CACHE_PREFIX = "visual-coding-neuropixels/ecephys-cache"
 pytest_plugins = ["plugins.chart"]  # the chart kit, tests/plugins/chart.py (chart, reliability)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Files with slow tests run first. ``./dev test`` spreads whole files over two processes
+    in collection order (``--dist loadfile --no-loadscope-reorder``): started first, the few
+    files of a minute or more (hubs, the browser, the benchmark smoke run) overlap the many
+    short ones instead of finishing last, one process idle beside them."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)  # stable: the order within stays
+
+
 @pytest.fixture(scope="session")
 def tiny_cache_dir(tmp_path_factory) -> str:
     """The tiny preset, generated once per test run (a few seconds)."""

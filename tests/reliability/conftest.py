@@ -10,19 +10,10 @@ connection resets mid-body, truncated bodies and latency at the rates a test ask
 
 from __future__ import annotations
 
-import logging
-
 import pytest
+from reliability_support import BUCKET, NO_FAULTS, PREFIX
 
 import neuropixels_dask as npd
-from neuropixels_dask import caching
-
-BUCKET = "npd-reliability"
-PREFIX = "ecephys-cache"
-NO_FAULTS = {"latency": 0.0, "error_rate": 0.0, "reset_rate": 0.0, "truncate_rate": 0.0,
-             "outage": "", "outage_seconds": 0.0,
-             "fault_methods": [], "deny_access_keys": [], "seed": 0}
-RETRY_MESSAGE = "retrying an S3 request"
 
 
 @pytest.fixture(scope="session")
@@ -62,15 +53,3 @@ def ids(tiny_cache_dir) -> tuple[int, int]:
     sid = int(cache.get_session_table().index[0])
     probes = cache.get_session_data(sid).probes
     return sid, int(probes.index[probes["has_lfp_data"].astype(bool)][0])
-
-
-def fresh_cache(url: str, so: dict):
-    """A cache whose files are opened anew (no handle from an earlier test is reused)."""
-    caching.clear_all()
-    return npd.open_cache(url, **so)
-
-
-def retry_records(caplog) -> list[logging.LogRecord]:
-    return [r for r in caplog.records
-            if r.name == "neuropixels_dask.storage" and r.getMessage().startswith(RETRY_MESSAGE)]
-

@@ -13,7 +13,7 @@ import time
 import dask
 import numpy as np
 import pytest
-from conftest import PREFIX, fresh_cache
+from reliability_support import PREFIX, fresh_cache
 
 import neuropixels_dask as npd
 from neuropixels_dask import cluster

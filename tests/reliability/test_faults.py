@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import s3fs
 import zarr
-from conftest import fresh_cache, retry_records
+from reliability_support import fresh_cache, retry_records
 
 from neuropixels_dask import caching, storage
 from neuropixels_dask import convert as cv
@@ -58,7 +58,7 @@ def assert_identical(a: list[np.ndarray], b: list[np.ndarray]) -> None:
 @pytest.fixture(scope="module")
 def baseline(rel_server, s3, ids):
     """Fault-free results and the number of requests they take (measured twice: stable)."""
-    from conftest import NO_FAULTS
+    from reliability_support import NO_FAULTS
 
     rel_server.configure(**NO_FAULTS)
     n_requests = []

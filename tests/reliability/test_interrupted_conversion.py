@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from conftest import PREFIX
+from reliability_support import PREFIX
 
 import neuropixels_dask as npd
 from neuropixels_dask import zarrstore as zs
@@ -60,7 +60,7 @@ def _arrays(store_url: str) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def reference(rel_server, ids, tmp_path_factory):
     """One uninterrupted CLI run: the store to compare with, and how long converting takes."""
-    from conftest import NO_FAULTS
+    from reliability_support import NO_FAULTS
 
     sid, _ = ids
     dst = tmp_path_factory.mktemp("uninterrupted") / "zarr"

@@ -21,7 +21,7 @@ import time
 import dask
 import numpy as np
 import pytest
-from conftest import fresh_cache
+from reliability_support import fresh_cache
 
 from neuropixels_dask import storage
 from neuropixels_dask.analyses import lfp_spectra
@@ -43,8 +43,9 @@ def client(local_client):
     ``NEUROPIXELS_DASK__REMOTE__OUTAGE_TIMEOUT``."""
 
     def _set_outage_timeout(value: float | None) -> None:
-        # nested, so that cloudpickle sends it by value: by reference, a worker would import
-        # this test module, whose ``conftest`` is not the one on the worker's sys.path
+        # nested, so that cloudpickle sends it by value: by reference, a worker would have to
+        # import this test module, and the suite's workers may have started before this
+        # folder was on sys.path
         import dask
 
         dask.config.set({"neuropixels_dask.remote.outage_timeout": value})
@@ -66,7 +67,7 @@ def _spectra(url, so, sid, pid):
 
 @pytest.fixture(scope="module")
 def reference(client, rel_server, s3, ids):
-    from conftest import NO_FAULTS
+    from reliability_support import NO_FAULTS
 
     rel_server.configure(**NO_FAULTS)
     return [np.asarray(x) for x in client.gather(client.compute(_spectra(*s3, *ids)))]

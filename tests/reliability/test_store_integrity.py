@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from conftest import fresh_cache
+from reliability_support import fresh_cache
 
 import neuropixels_dask as npd
 from neuropixels_dask import convert as cv

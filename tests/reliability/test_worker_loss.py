@@ -18,7 +18,7 @@ import dask
 import numpy as np
 import pytest
 import zarr
-from conftest import fresh_cache
+from reliability_support import fresh_cache
 
 from neuropixels_dask import convert as cv
 from neuropixels_dask import storage
