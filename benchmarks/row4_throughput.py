@@ -90,9 +90,7 @@ def _throughputs(r: Result) -> list[float]:
 
 
 def run(bench) -> RowReport:
-    shared = bench.shared.get("row3")
-    if shared is None:
-        raise RuntimeError("row 4 uses row 3's measurements: run rows 3 and 4 together")
+    shared = bench.row3(ROW)
     sid, pid = shared["sid"], shared["pid"]
     n = bench.max_workers
     client = bench.client(n)

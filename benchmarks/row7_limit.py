@@ -95,9 +95,7 @@ def _once(fmt: str, sid: int, pid: int, client, row3) -> tuple[Sample, np.ndarra
 def run(bench) -> RowReport:
     from . import row3_spectrum as row3
 
-    shared = bench.shared.get("row3")
-    if shared is None:
-        raise RuntimeError("row 7 uses row 3's measurements: run rows 3 and 7 together")
+    shared = bench.row3(ROW)
     sid, pid = shared["sid"], shared["pid"]
     n = bench.max_workers
     client = bench.client(n)

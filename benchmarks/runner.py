@@ -219,6 +219,14 @@ class Bench:
     def has_zarr(self) -> bool:
         return self.zarr_dir is not None
 
+    def row3(self, row: int) -> dict[str, Any]:
+        """Row 3's measurements and probe, for a row that compares against them (ROW_NEEDS)."""
+        shared = self.shared.get("row3")
+        if shared is None:
+            raise RuntimeError(f"row {row} uses row 3's measurements: run rows 3 and {row} "
+                               "together")
+        return shared
+
     def cache(self, fmt: str):
         """The cache (``"nwb"`` or ``"zarr"``) on the server, opened once (tables are small)."""
         if fmt not in self._caches:

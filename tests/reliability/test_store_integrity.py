@@ -116,6 +116,15 @@ def _keys(store: str) -> dict[str, str]:
             "spikes": "units/spike_times/c/1", "table": "units/snr/c/0", "pid": pid}
 
 
+def _copy_of(pristine: str, folder, sid: int) -> tuple[str, str, dict[str, str], int]:
+    """``(cache copy, session store, _keys, probe id)`` of a fresh copy of the converted cache."""
+    copy = str(folder)
+    shutil.copytree(pristine, copy)
+    store = zs.store_url(os.path.join(copy, f"session_{sid}"), sid)
+    keys = _keys(store)
+    return copy, store, keys, int(keys["pid"].split("_")[1])
+
+
 def test_every_chunk_and_shard_carries_a_checksum(pristine, ids):
     store = zs.store_url(os.path.join(pristine, f"session_{ids[0]}"), ids[0])
     root = zarr.open_group(store, mode="r")
@@ -237,11 +246,7 @@ def test_verify_finds_them_without_the_source_and_convert_rewrites_them(
 def test_a_foreign_reader_reads_the_store_and_sees_fill_values_for_a_lost_chunk(
         pristine, ids, tmp_path):
     sid = ids[0]
-    copy = str(tmp_path / "copy")
-    shutil.copytree(pristine, copy)
-    store = zs.store_url(os.path.join(copy, f"session_{sid}"), sid)
-    keys = _keys(store)
-    pid = int(keys["pid"].split("_")[1])
+    copy, store, keys, pid = _copy_of(pristine, tmp_path / "copy", sid)
     ds = xr.open_zarr(store, group=f"lfp/{keys['pid']}")
     lfp = npd.open_cache(copy).get_session_data(sid).get_lfp(pid)
     assert ds["data"].dims == ("time", "channel")
@@ -296,11 +301,7 @@ def _downgrade_to_format_1(store: str) -> None:
 @pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
 def test_format_1_stores_are_still_read_and_checked(pristine, ids, tmp_path):
     sid = ids[0]
-    copy = str(tmp_path / "v1")
-    shutil.copytree(pristine, copy)
-    store = zs.store_url(os.path.join(copy, f"session_{sid}"), sid)
-    keys = _keys(store)
-    pid = int(keys["pid"].split("_")[1])
+    copy, store, keys, pid = _copy_of(pristine, tmp_path / "v1", sid)
     _downgrade_to_format_1(store)
     with open(os.path.join(store, "zarr.json")) as f:
         assert json.load(f)["attributes"][zs.ATTRS_KEY]["version"] == 1
