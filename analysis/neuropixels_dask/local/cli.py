@@ -39,6 +39,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     overrides = {k: getattr(args, k) for k in ("n_sessions", "n_probes", "units_per_probe",
                                                "seed")}
+    overrides["release_catalog"] = args.release_catalog or None
     res = generate_cache(args.url, args.preset, reuse=not args.force, jobs=args.jobs,
                          **overrides)
     verb = "reused" if res.reused else "wrote"
@@ -69,6 +70,9 @@ def register(sub: Any) -> None:
                    "at most the CPU count)")
     g.add_argument("--force", action="store_true", help="regenerate even if a complete cache "
                    "with the same parameters is there")
+    g.add_argument("--release-catalog", action="store_true",
+                   help="pad the cache's tables to the release's size (58 sessions, 332 probes, "
+                        "~99k units; the NWB files stay the preset's): for catalog benchmarks")
     g.set_defaults(func=_cmd_generate)
 
     s3 = sub.add_parser("s3", help="a local S3 server for tests, demos and benchmarks")
