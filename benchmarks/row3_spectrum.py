@@ -179,7 +179,8 @@ def run(bench) -> RowReport:
                  "(AllenSDK `get_lfp`), `scipy.signal.welch` per channel; one process; peak "
                  "memory = that process")
     results[(BASE, ours)].note = ("`lfp_spectra(session, probe)` on a LocalCluster of "
-                                  "processes (1 thread each); peak memory = the busiest worker")
+                                  f"processes ({bench.per_worker}); peak memory = the busiest "
+                                  "worker")
     phases: list[dict] = []
     agreement = []
     formats: list[float] = []

@@ -136,8 +136,8 @@ def run(bench) -> RowReport:
                      f"{r.median('requests'):,.0f} | {r.median('seconds'):.2f} | "
                      f"{100 * tp / ceiling_of[label]:.0f} % |")
     rep.body.append(
-        f"Session {sid}, probe {pid}, {n} worker process{'es' if n > 1 else ''} (1 thread "
-        "each). The server (moto) and the proxy run on the same machine as the workers, so "
+        f"Session {sid}, probe {pid}, {n} worker process{'es' if n > 1 else ''} "
+        f"({bench.per_worker}). The server (moto) and the proxy run on the same machine as the workers, so "
         "on a small machine they compete for the same cores.")
     rep.body.append("\n".join(lines))
     for label in ceiling_of:

@@ -1,7 +1,7 @@
 """Row 5: scaling: whole-probe spectra of several sessions at once, with 1, 2, 4, … workers.
 
 One ``dask.compute`` of the spectra of every (session, probe) pair chosen (``--scaling-probes``
-probes per session), on a LocalCluster of N single-threaded worker processes, cold each time.
+probes per session), on a LocalCluster of N worker processes (``--threads`` each), cold each time.
 Parallel efficiency = T(1) / (N × T(N)). The worker counts come from ``--workers``; counts above
 the machine's cores are run when asked but say little (recorded with the machine in the setup).
 """

@@ -139,7 +139,7 @@ def run(bench) -> RowReport:
                               f"{ratio(a, m)} of the no-I/O time ({a:.1f} s vs {m:.1f} s)"))
         shared.setdefault("limit", {})[fmt] = limit
     rep.body.append(
-        f"Session {sid}, probe {pid}, {n} worker process{'es' if n > 1 else ''} (1 thread each), "
+        f"Session {sid}, probe {pid}, {n} worker process{'es' if n > 1 else ''} ({bench.per_worker}), "
         f"{decoded / MB:,.0f} MB of decoded LFP. Spectra identical to row 3's: "
         f"{'yes' if identical else '**NO**'}.")
     rep.body.append("\n".join(lines))

@@ -8,7 +8,8 @@
    every request: ``0.03`` (fixed) or ``0.02,0.05`` (uniform), like an object store seen from a
    compute node, so that request counts cost what they cost in the cloud.
 3. **Rows.** Every row runs all its sides in this run, ``--reps`` times, cold each time.
-   Clusters are ``LocalCluster``\\ s of single-threaded worker processes (``--workers``).
+   Clusters are ``LocalCluster``\\ s of worker processes (``--workers``), single-threaded
+   unless ``--threads`` says otherwise.
 4. **Results.** ``benchmarks/results/<date>-<preset>.md`` (``--out``): headline ratios, targets,
    setup (machine, versions, sizes), one section per row; raw samples in a ``.json`` beside it.
 """
@@ -98,6 +99,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="worker counts for the scaling row; the largest also runs rows 3, 4 "
                         "and 6 (default: 1,2,4,… up to the usable cores: "
                         f"{default_workers()})")
+    p.add_argument("--threads", type=int, default=1,
+                   help="threads per worker process (default: 1, as the package's clusters; "
+                        "2 lets one task's reads overlap another's compute)")
     p.add_argument("--rows", type=parse_ints, default=list(ROW_MODULES),
                    help="rows to run, e.g. 1,2 (default: all)")
     p.add_argument("--no-zarr", action="store_true", help="skip the Zarr copy and its sides")
@@ -194,6 +198,9 @@ class Bench:
         self.scratch = scratch
         self.log = log
         self.reps = max(1, int(args.reps))
+        self.threads = int(getattr(args, "threads", 1))
+        if self.threads < 1:
+            raise SystemExit(f"--threads {self.threads}: a worker needs at least 1 thread")
         self.profiles = list(getattr(args, "profiles", PROFILE_NAMES))
         self.catalog: tuple[Path, str, str] | None = None
         self.workers = sorted(set(args.workers))
@@ -273,15 +280,20 @@ class Bench:
                 for p in sorted((array / "c").rglob("*")) if p.is_file()]
 
     # clusters
+    @property
+    def per_worker(self) -> str:
+        """How each worker process runs tasks, for the tables' notes."""
+        return f"{self.threads} thread{'s' if self.threads > 1 else ''} each"
+
     def client(self, n: int):
-        """A ``Client`` on a LocalCluster of ``n`` single-threaded worker processes (one at a
-        time: a new count closes the previous cluster)."""
+        """A ``Client`` on a LocalCluster of ``n`` worker processes of ``--threads`` threads
+        (one at a time: a new count closes the previous cluster)."""
         if self._client is not None and self._client_n == n:
             return self._client
         self.close()
         from distributed import Client, LocalCluster
 
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+        cluster = LocalCluster(n_workers=n, threads_per_worker=self.threads, processes=True,
                                dashboard_address=":0", silence_logs=logging.ERROR)
         self._client, self._client_n = Client(cluster, set_as_default=False), n
         self._client.wait_for_workers(n)
@@ -379,7 +391,8 @@ def run(args) -> Path:
         "S3 server": "moto in its own process on 127.0.0.1, files served in place, behind the "
                      f"counting proxy (own process); injected latency: {lat}",
         "repetitions": f"{args.reps} per measurement, cold each time; medians reported",
-        "worker counts": ", ".join(map(str, sorted(set(args.workers)))),
+        "worker counts": ", ".join(map(str, sorted(set(args.workers))))
+                         + f" ({args.threads} thread{'s' if args.threads > 1 else ''} each)",
         "run time": f"{(time.perf_counter() - started) / 60:.1f} min",
         **sizes,
     }
