@@ -8,8 +8,8 @@ spectrum of a real-size probe (92 channels, ~2.7 h: the published files' long re
    ``--data-dir`` (``benchmarks/data/``, git-ignored) and reused; its Zarr copy beside it with
    ``convert`` when ``zarr`` is asked for. Served in place by the local S3 server.
 2. **The worker.** A ``LocalCluster`` of one worker process with the chart's defaults
-   (``dask.worker.memory.default`` GiB, ``dask.worker.cores.default`` threads; read from the
-   chart's ``values.yaml``) under a nanny that kills it above 95 % of that, as on the hub.
+   (``dask.worker.memory.default`` GiB, ``dask.worker.cores.default`` ×
+   ``dask.worker.threadsPerCore`` threads; read from the chart's ``values.yaml``) under a nanny that kills it above 95 % of that, as on the hub.
 3. **The measurement.** The worker's resident high-water mark (``VmHWM``, reset at the start,
    exact) while ``lfp_spectra(session, probe)`` computes, plus its resident size sampled every
    50 ms (the same peak, seen from outside, and a check that the reset worked).
@@ -45,13 +45,18 @@ SAMPLE_EVERY = 0.05
 GIB = 2**30
 
 
-def chart_worker() -> tuple[float, float]:
-    """``(memory GiB, cores)`` a worker gets on the hub when the user does not choose."""
+def chart_worker() -> tuple[float, int]:
+    """``(memory GiB, threads)`` a worker gets on the hub when the user does not choose (the
+    chart's gateway config: threads = cores × threadsPerCore, at least 1)."""
+    import math
+
     from neuropixels_dask.local.resources import chart_dir
 
     values = yaml.safe_load((chart_dir() / "values.yaml").read_text())
     worker = values["dask"]["worker"]
-    return float(worker["memory"]["default"]), float(worker["cores"]["default"])
+    threads = max(1, math.ceil(float(worker["cores"]["default"])
+                               * float(worker.get("threadsPerCore", 1))))
+    return float(worker["memory"]["default"]), threads
 
 
 def make_cache(data_dir: Path, hours: float) -> Path:
@@ -101,7 +106,7 @@ def _hwm() -> int | None:
     return measure._status_bytes("VmHWM")
 
 
-def measure_one(server: Any, prefix: str, memory_gib: float, cores: float) -> dict[str, Any]:
+def measure_one(server: Any, prefix: str, memory_gib: float, threads: int) -> dict[str, Any]:
     """One cold whole-probe spectrum on a fresh one-worker cluster."""
     import os
 
@@ -111,7 +116,7 @@ def measure_one(server: Any, prefix: str, memory_gib: float, cores: float) -> di
     from neuropixels_dask.analyses import lfp_spectra
 
     so = server.storage_options()
-    with LocalCluster(n_workers=1, threads_per_worker=max(1, int(cores)), processes=True,
+    with LocalCluster(n_workers=1, threads_per_worker=threads, processes=True,
                       memory_limit=int(memory_gib * GIB), dashboard_address=":0",
                       silence_logs=40) as cluster, Client(cluster) as client:
         client.run(measure.warm_imports)
@@ -136,7 +141,7 @@ def measure_one(server: Any, prefix: str, memory_gib: float, cores: float) -> di
             "lfp_float32_gb": src.shape[0] * src.shape[1] * 4 / 1e9,
             "hours": (src.t_last - src.t_first) / 3600.0,
             "tasks": len(psd.data.__dask_graph__()), "seconds": seconds,
-            "worker_memory_gib": memory_gib, "worker_threads": max(1, int(cores)),
+            "worker_memory_gib": memory_gib, "worker_threads": threads,
             "rss_start_mb": base / 1e6 if base else None,
             "peak_rss_mb": hwm / 1e6 if hwm else None,
             "peak_rss_sampled_mb": sampler.peak / 1e6,
@@ -162,7 +167,7 @@ def write(results: list[dict], machine: dict, out: Path, hours: float) -> Path:
         lines.append(
             f"| {r['format']} | {r['shape'][0]:,} x {r['shape'][1]} ({r['hours']:.2f} h) | "
             f"{r['lfp_float32_gb']:.2f} GB | {r['block_samples']:,} samples | {r['tasks']} | "
-            f"{r['worker_memory_gib']:g} GiB, {r['worker_threads']} thread | "
+            f"{r['worker_memory_gib']:g} GiB, {r['worker_threads']} thread{'s' if r['worker_threads'] > 1 else ''} | "
             f"{r['rss_start_mb']:.0f} MB | {r['peak_rss_mb']:.0f} MB "
             f"(sampled {r['peak_rss_sampled_mb']:.0f}) | {100 * r['peak_share_of_limit']:.1f} % | "
             f"{1 / r['peak_share_of_limit']:.1f}x | {r['seconds']:.0f} s |")
@@ -186,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=HERE / "results")
     args = p.parse_args(argv)
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
-    memory_gib, cores = chart_worker()
+    memory_gib, threads = chart_worker()
     args.data_dir.mkdir(parents=True, exist_ok=True)
     nwb = make_cache(args.data_dir, args.hours)
     mounts = {"nwb": str(nwb)}
@@ -195,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     with LocalS3Server(bucket="npd-memory", mounts=mounts) as server:
         for fmt in formats:
-            r = measure_one(server, fmt, memory_gib, cores)
+            r = measure_one(server, fmt, memory_gib, threads)
             print(json.dumps(r))
             results.append(r)
     path = write(results, measure.machine(), args.out, args.hours)

@@ -99,9 +99,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="worker counts for the scaling row; the largest also runs rows 3, 4 "
                         "and 6 (default: 1,2,4,… up to the usable cores: "
                         f"{default_workers()})")
-    p.add_argument("--threads", type=int, default=1,
-                   help="threads per worker process (default: 1, as the package's clusters; "
-                        "2 lets one task's reads overlap another's compute)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads per worker process (default: the package's "
+                        "cluster.threads_per_worker, 2: one task's reads overlap another's "
+                        "compute)")
     p.add_argument("--rows", type=parse_ints, default=list(ROW_MODULES),
                    help="rows to run, e.g. 1,2 (default: all)")
     p.add_argument("--no-zarr", action="store_true", help="skip the Zarr copy and its sides")
@@ -198,7 +199,11 @@ class Bench:
         self.scratch = scratch
         self.log = log
         self.reps = max(1, int(args.reps))
-        self.threads = int(getattr(args, "threads", 1))
+        if getattr(args, "threads", None) is None:
+            from neuropixels_dask import config
+
+            args.threads = int((config.get("cluster") or {}).get("threads_per_worker") or 1)
+        self.threads = int(args.threads)
         if self.threads < 1:
             raise SystemExit(f"--threads {self.threads}: a worker needs at least 1 thread")
         self.profiles = list(getattr(args, "profiles", PROFILE_NAMES))

@@ -70,15 +70,16 @@ def _positive_int(name: str, value: Any) -> int:
 
 
 def local_cluster(n_workers: int | None = None, **kwargs):
-    """A LocalCluster of processes (h5py serialises within a process; parallelism needs
-    processes), one thread each by default."""
+    """A LocalCluster of processes (h5py serialises within a process; parallel compute needs
+    processes), ``cluster.threads_per_worker`` threads each (2: one task's reads overlap
+    another's compute)."""
     from distributed import LocalCluster
 
     cfg = config.get("cluster") or {}
     n = _positive_int("n_workers", n_workers if n_workers is not None else
                       (cfg.get("n_workers") or max(1, (os.cpu_count() or 2))))
     threads = _positive_int("threads_per_worker",
-                            kwargs.pop("threads_per_worker", cfg.get("threads_per_worker") or 1))
+                            kwargs.pop("threads_per_worker", cfg.get("threads_per_worker") or 2))
     kwargs.setdefault("dashboard_address", ":0")
     return LocalCluster(n_workers=n, threads_per_worker=threads, processes=True, **kwargs)
 

@@ -84,6 +84,19 @@ def test_cluster_options_limits_and_commands(kit, gateway_for):
 
     _, config = kit.cluster_config(app, {})
     assert (config.worker_cores, config.worker_memory) == (1.0, 4 * GIB)
+    assert config.worker_threads == 2  # dask.worker.threadsPerCore × cores
+
+
+def test_threads_per_core_is_a_checked_setting(kit, gateway_for, helm):
+    """``dask.worker.threadsPerCore`` sets the workers' threads (at least one per worker, for
+    fractional cores too); the schema refuses what would give none or a runaway count."""
+    app, _ = gateway_for("defaults", values={"dask": {"worker": {"threadsPerCore": 1}}})
+    _, config = kit.cluster_config(app, {"worker_cores": 2, "worker_memory": 4})
+    assert config.worker_threads == 2
+    _, config = kit.cluster_config(app, {"worker_cores": 0.5, "worker_memory": 4})
+    assert config.worker_threads == 1
+    for bad in (0, 64, 1.5):
+        assert "threadsPerCore" in helm.template_error(sets=[f"dask.worker.threadsPerCore={bad}"])
 
 
 @pytest.mark.parametrize("options,message", [
@@ -157,9 +170,9 @@ def test_worker_and_scheduler_pods(kit, gateway_for):
     assert worker["priorityClassName"] == "from-chart-values"  # merged, not replaced
     (container,) = worker["containers"]
     assert container["resources"]["limits"] == {"cpu": "2.000", "memory": str(8 * GIB)}
-    # dask-gateway's default (the chart leaves gateway.backend.worker.threads unset): one thread
-    # per whole core of the worker
-    assert container["args"][container["args"].index("--nthreads") + 1] == "2"
+    # dask.worker.threadsPerCore (2): two threads per core, so that reads overlap compute
+    # (dask-gateway's own default would be one per core)
+    assert container["args"][container["args"].index("--nthreads") + 1] == "4"
 
 
 def test_iam_role_pods_share_the_notebook_identity(kit, gateway_for, render):

@@ -519,7 +519,7 @@ def test_hub_local_end_to_end(tmp_path, tiny_cache_dir):
             # The notebook ran on a dask-gateway cluster with the chart's cluster options ...
             assert result["cluster_type"] == "GatewayCluster"
             assert result["over_ceiling"].startswith("worker_cores must be <= 4")
-            assert result["workers"] == [[1, 4 * GIB]] * 2
+            assert result["workers"] == [[2, 4 * GIB]] * 2  # 1 core, 2 threads per core
             # ... whose workers got the chart's data settings and the Secret's credentials,
             assert result["worker_env"] == [{k: printed[k] for k in result["worker_env"][0]}] * 2
             assert result["worker_env"][0]["NEUROPIXELS_DASK__S3__ANON"] == "false"
