@@ -235,6 +235,12 @@ class ProcessCache(Generic[K, V]):
         self._check_fork()
         return len(self._lru)
 
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` holds a value now (not counting one being made)."""
+        self._check_fork()
+        with self._lock:
+            return key in self._lru
+
     @property
     def retired(self) -> int:
         """Entries pushed out of the LRU but still in use (closed at their last release)."""

@@ -136,11 +136,13 @@ class EcephysProjectCache:
                           lambda: self._read_table(name))
 
     def _tables(self, *names: str) -> list[pd.DataFrame]:
-        """Several tables; those not yet read are fetched concurrently (one round trip)."""
-        if len(names) == 1:
-            return [self._table(names[0])]
-        with ThreadPoolExecutor(len(names), thread_name_prefix="npd-tables") as pool:
-            return list(pool.map(self._table, names))
+        """Several tables; those not yet read are fetched concurrently (one round trip), and
+        once all are read no thread is started at all (every ``get_*`` call comes here)."""
+        missing = [n for n in names if (self.url, self.storage_options.key, n) not in tables]
+        if len(missing) > 1:
+            with ThreadPoolExecutor(len(missing), thread_name_prefix="npd-tables") as pool:
+                list(pool.map(self._table, missing))
+        return [self._table(n) for n in names]
 
     def _read_table(self, name: str) -> pd.DataFrame:
         url = storage.join(self.url, f"{name}.csv")
