@@ -179,3 +179,18 @@ def test_settings_come_from_config_and_env(monkeypatch):
         with dask.config.set({f"neuropixels_dask.remote.{key}": bad}), \
                 pytest.raises(ValueError, match=f"NEUROPIXELS_DASK__REMOTE__{key.upper()}"):
             ranges.settings()
+
+
+def test_an_error_we_do_not_translate_still_reaches_the_client(s3_server, blob_url, local_client):
+    """``raise translate_error(exc) from exc`` of an error it leaves alone (here a bad range,
+    a ValueError) must not make the error its own cause: distributed's worker never finishes
+    reporting such an error, and the computation would hang instead of failing."""
+    url, _ = blob_url
+    exc = ValueError("range ends before it starts")
+    err = storage.translate_error(exc, url)
+    assert err is not exc and type(err) is ValueError and str(err) == str(exc)
+
+    future = local_client.submit(storage.fetch_ranges, url, s3_server.storage_options(),
+                                 [10], [5], pure=False)
+    with pytest.raises(ValueError, match="ends before it starts"):
+        future.result(timeout=60)

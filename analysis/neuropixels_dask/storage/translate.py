@@ -53,4 +53,19 @@ def translate_error(exc: BaseException, url: str) -> BaseException:
         return EndpointUnreachableError(
             f"Could not reach the object store for {url} ({text}). Check the endpoint "
             "(NEUROPIXELS_DASK__S3__ENDPOINT_URL) and your network.")
-    return exc
+    return _fresh(exc)
+
+
+def _fresh(exc: BaseException) -> BaseException:
+    """An error we do not translate, as a new object of its type with its message and
+    traceback: the caller's ``raise … from exc`` then chains it to the original instead of
+    making the original its own cause (distributed's ``error_message`` never returns on such an
+    exception, so the task's worker would hang). Where the type cannot be rebuilt from its
+    arguments, an ``OSError`` naming it stands in."""
+    try:
+        new = copy.copy(exc)
+    except Exception:  # noqa: BLE001 - e.g. __init__ takes other arguments than .args
+        new = None
+    if new is None or new is exc or type(new) is not type(exc):
+        new = OSError(f"{type(exc).__name__}: {exc}")
+    return new.with_traceback(exc.__traceback__)
