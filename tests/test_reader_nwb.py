@@ -11,6 +11,7 @@ import pytest
 
 import neuropixels_dask as npd
 from neuropixels_dask import caching
+from neuropixels_dask.storage import hdf5file
 
 
 @pytest.fixture
@@ -56,7 +57,8 @@ def test_lfp_is_lazy_and_reads_only_touched_chunks(fresh_cache, s3_server, tiny_
     meta = s3_server.stats()
     lfp_path = os.path.join(tiny_cache_dir, f"session_{sid}", f"probe_{pid}_lfp.nwb")
     size = os.path.getsize(lfp_path)
-    assert meta.bytes < 0.1 * size, (meta.bytes, size)  # metadata, no samples
+    # metadata (with the tail read ahead at open, storage/hdf5file.py), no samples
+    assert meta.bytes < 0.1 * size + hdf5file.METADATA_TAIL, (meta.bytes, size)
     # a 1 s window across all channels: the compressed chunks it touches, ×1.2 at most
     with h5py.File(lfp_path) as f:
         ds = f[f"acquisition/probe_{pid}_lfp/probe_{pid}_lfp_data/data"]
@@ -72,3 +74,51 @@ def test_lfp_is_lazy_and_reads_only_touched_chunks(fresh_cache, s3_server, tiny_
     data = s3_server.stats()
     assert data.bytes <= 1.2 * touched, (data.bytes, touched)
     assert data.get_requests <= ds.shape[1] + 2
+
+
+def test_a_damaged_lfp_chunk_is_named(scratch_cache):
+    """A chunk that does not inflate (bytes flipped on disk) fails the read with the file named
+    and what to do, instead of returning wrong samples; its neighbours still read."""
+    from neuropixels_dask.errors import InvalidFileError
+
+    caching.clear_all()
+    cache = npd.open_cache(scratch_cache)
+    sid = int(cache.get_session_table().index[0])
+    session = cache.get_session_data(sid)
+    pid = int(session.probes.index[0])
+    path = os.path.join(scratch_cache, f"session_{sid}", f"probe_{pid}_lfp.nwb")
+    with h5py.File(path) as f:
+        ds = f[f"acquisition/probe_{pid}_lfp/probe_{pid}_lfp_data/data"]
+        info = ds.id.get_chunk_info_by_coord((0, 3))  # first row, fourth channel
+        rows, cols = ds.shape
+    with open(path, "r+b") as fh:
+        fh.seek(info.byte_offset + 2)
+        fh.write(b"\xff" * 64)
+    lfp = session.get_lfp(pid)
+    with dask.config.set(scheduler="threads"), pytest.raises(InvalidFileError) as err:
+        lfp.isel(time=slice(0, 100)).values  # noqa: B018
+    assert "does not inflate" in str(err.value) and "re-copy" in str(err.value)
+    with dask.config.set(scheduler="threads"):  # the last row was not damaged
+        assert lfp.isel(time=slice(rows - 10, rows)).values.shape == (10, cols)
+
+
+def test_opening_an_lfp_file_reads_ahead_and_agrees_with_h5py(fresh_cache, s3_server,
+                                                               tiny_cache_dir):
+    """Opening a probe's LFP asks for the size, the first block and the file's tail together,
+    and reads the first and last timestamp in one batch: fewer round trips, same values."""
+    sid = int(fresh_cache.get_session_table().index[0])
+    session = fresh_cache.get_session_data(sid)
+    probes = session.probes[session.probes.has_lfp_data]
+    for pid in probes.index:
+        s3_server.reset_stats()
+        src = session.lfp_source(int(pid))
+        stats = s3_server.stats()
+        path = os.path.join(tiny_cache_dir, f"session_{sid}", f"probe_{pid}_lfp.nwb")
+        with h5py.File(path) as f:
+            ts = f[f"acquisition/probe_{pid}_lfp/probe_{pid}_lfp_data/timestamps"]
+            assert (src.t_first, src.t_last) == (float(ts[0]), float(ts[-1]))
+        # one HEAD at most (the first three requests go out together), and the tail came
+        # down in one piece: a handful of GETs, not one per block walked
+        assert stats.head_requests <= 1, stats
+        assert stats.get_requests <= 6, stats
+        assert stats.bytes >= hdf5file.METADATA_TAIL

@@ -145,9 +145,20 @@ def inflate_many(blobs: Sequence[bytes], out_size: int | None = None, *,
     return list(_executor(threads).map(lambda b: _one(fn, b, out_size), blobs))
 
 
-def submit(blob: bytes, out_size: int | None = None, *, backend: str | None = None
-           ) -> Future[bytes]:
+def submit(blob: bytes, out_size: int | None = None, *, backend: str | None = None,
+           then: Callable[[bytes], None] | None = None) -> Future:
     """Inflate one stream on the pool: for a reader that inflates chunks as their bytes arrive,
-    while it still waits for others."""
+    while it still waits for others.
+
+    ``then``: called on the pool thread with the inflated bytes (the future's result is then
+    ``None``), so a reader can put each chunk where it belongs as soon as it is inflated and
+    let it go, instead of holding every inflated chunk until it gets round to them.
+    """
     fn = _resolve(backend)[1]
-    return _executor(THREADS).submit(_one, fn, blob, out_size)
+    if then is None:
+        return _executor(THREADS).submit(_one, fn, blob, out_size)
+
+    def inflate_then() -> None:
+        then(_one(fn, blob, out_size))
+
+    return _executor(THREADS).submit(inflate_then)

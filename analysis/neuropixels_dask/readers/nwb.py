@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import struct
-from collections.abc import Iterator
-from concurrent.futures import Future, as_completed
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, wait
 
 import h5py
 import numpy as np
@@ -222,13 +222,51 @@ class NWBSessionReader(SessionReader):
         region = f[f"{base}/electrodes"][()]
         ids = f["general/extracellular_ephys/electrodes/id"][()]
         chunks = data.chunks or data.shape
+        t_first, t_last = _first_and_last(f, ts, url, self.storage_options)
         return LFPSource(
             format="nwb", url=url, storage_options=self.storage_options,
             data_path=f"{base}/data", timestamps_path=f"{base}/timestamps",
             shape=tuple(int(s) for s in data.shape), chunks=tuple(int(c) for c in chunks),
             dtype=data.dtype.str, filters=_filters(data),
             channel_ids=tuple(int(i) for i in ids[region]),
-            t_first=float(ts[0]), t_last=float(ts[-1]))
+            t_first=t_first, t_last=t_last)
+
+
+def _first_and_last(f: h5py.File, ts: h5py.Dataset, url: str, opts) -> tuple[float, float]:
+    """``ts[0]`` and ``ts[-1]`` of a chunked 1-D dataset, their two chunks fetched together.
+
+    h5py reads them one after the other (the B-tree node, the first chunk, then the last
+    chunk: three round trips); here the node is read once and both chunks in one batch (two).
+    Anything unusual (not chunked, a filter we do not undo, an index only h5py reads, a chunk
+    never written) is h5py's to read.
+    """
+    n = ts.shape[0] if ts.ndim == 1 else 0
+    filters = _filters(ts) if ts.chunks is not None else ()
+    if n == 0 or ts.chunks is None or any(code not in SUPPORTED_FILTERS for code, _ in filters):
+        return float(ts[0]), float(ts[-1])
+    ct = ts.chunks[0]
+    last = (n - 1) // ct * ct
+    coords = [(0,), (last,)] if last else [(0,)]
+
+    def fetch(starts: list[int], stops: list[int]) -> list[bytes]:
+        return storage.fetch_ranges(url, opts, starts, stops)
+
+    try:
+        index = chunkindex.chunk_index(ts, fetch, _metadata_reader(f))
+        found = index.lookup(coords) if index is not None else {}
+    except (chunkindex.FormatNotHandled, struct.error, IndexError, ValueError):
+        found = {}
+    infos = [found.get(c) for c in coords]
+    if any(info is None for info in infos):
+        return float(ts[0]), float(ts[-1])
+    dtype = ts.dtype
+    blobs = storage.fetch_ranges(url, opts, [i.offset for i in infos],
+                                 [i.offset + i.size for i in infos])
+    bufs = _unfilter_many(blobs, filters, [i.filter_mask for i in infos], dtype.itemsize,
+                          ct * dtype.itemsize)
+    first = np.frombuffer(bufs[0], dtype)[0]
+    tail = np.frombuffer(bufs[-1], dtype)[n - 1 - last]
+    return float(first), float(tail)
 
 
 def open_session_reader(session_url: str, session_id: int,
@@ -297,14 +335,16 @@ OVERLAP_INFLATE = True
 
 
 def _fetch_unfiltered(src: LFPSource, infos: list[chunkindex.ChunkInfo], itemsize: int,
-                      chunk_bytes: int) -> Iterator[tuple[int, bytes]]:
-    """``(i, bytes)`` of the stored chunks ``infos`` of ``src``, fetched (coalesced,
-    storage/ranges.py) and with the HDF5 filter pipeline undone, in the order they are ready.
+                      chunk_bytes: int, place: Callable[[int, bytes], None]) -> None:
+    """Fetch the stored chunks ``infos`` of ``src`` (coalesced, storage/ranges.py), undo the
+    HDF5 filter pipeline and hand each chunk to ``place(i, bytes)``; returns once every chunk is
+    placed.
 
     The outermost filter (the last applied on write: deflate in the published files) starts on
-    each chunk as its request arrives, and each chunk is handed on as soon as it is inflated:
-    the caller copies it into its block and lets it go, so a task holds the compressed row and
-    the block, not every inflated chunk as well.
+    each chunk as its request arrives, and ``place`` runs on the inflate pool right after it, so
+    a chunk is copied into its block and let go at once: a task holds the compressed row and the
+    block, not every inflated chunk as well (that was a third block while the row arrived).
+    ``place`` must be safe to call from several threads at once for different chunks.
     """
     starts = [info.offset for info in infos]
     stops = [info.offset + info.size for info in infos]
@@ -313,38 +353,42 @@ def _fetch_unfiltered(src: LFPSource, infos: list[chunkindex.ChunkInfo], itemsiz
     early = OVERLAP_INFLATE and last >= 0 and src.filters[last][0] == H5Z_DEFLATE
     if not early:
         blobs = storage.fetch_ranges(src.url, src.storage_options, starts, stops)
-        yield from enumerate(_unfilter_many(blobs, src.filters, masks, itemsize, chunk_bytes))
+        for i, buf in enumerate(_unfilter_many(blobs, src.filters, masks, itemsize,
+                                               chunk_bytes)):
+            place(i, buf)
         return
+    inner = src.filters[:last]  # what remains once the deflate step is done
+
+    def finish(i: int) -> Callable[[bytes], None]:
+        def run(buf: bytes) -> None:
+            place(i, _unfilter_many([buf], inner, [masks[i]], itemsize, chunk_bytes)[0]
+                  if inner else buf)
+        return run
+
     fs, path = storage.filesystem(src.url, src.storage_options)
-    futures: dict[Future, int] = {}
-    ready: list[tuple[int, bytes]] = []  # chunks stored without deflate (mask bit set)
+    futures: list[Future] = []
     try:
         with storage.bounded():  # one deadline for the whole row (storage/deadline.py)
             for i, blob in storage.ranges.fetch_iter(fs, [path] * len(infos), starts, stops):
-                if masks[i] & (1 << last):
-                    ready.append((i, blob))
+                if masks[i] & (1 << last):  # stored without deflate
+                    finish(i)(blob)
                 else:
-                    futures[inflate.submit(blob, chunk_bytes)] = i
+                    futures.append(inflate.submit(blob, chunk_bytes, then=finish(i)))
     except Exception as exc:  # noqa: BLE001 - re-raised in the user's words
         for f in futures:
             f.cancel()
+        wait(futures)  # no pool thread may still write into the caller's block
         raise storage.translate_error(exc, src.url) from exc
-    inner = src.filters[:last]  # the deflate step is done; these remain
-
-    def finish(i: int, buf: bytes) -> tuple[int, bytes]:
-        return i, _unfilter_many([buf], inner, [masks[i]], itemsize, chunk_bytes)[0] \
-            if inner else buf
-
-    for i, buf in ready:
-        yield finish(i, buf)
-    for future in as_completed(list(futures)):
-        i = futures.pop(future)  # drop our reference: the chunk goes once the caller has it
-        try:
-            buf = future.result()
-        except inflate.InflateError as exc:
-            raise InvalidFileError(f"a compressed LFP chunk does not inflate ({exc}): the file "
-                                   "is damaged; re-copy it from the source cache.") from exc
-        yield finish(i, buf)
+    try:
+        for future in futures:
+            future.result()
+    except inflate.InflateError as exc:
+        raise InvalidFileError(f"a compressed LFP chunk does not inflate ({exc}): the file "
+                               "is damaged; re-copy it from the source cache.") from exc
+    finally:
+        for f in futures:
+            f.cancel()
+        wait(futures)
 
 
 def read_lfp_block(src: LFPSource, i0: int, i1: int, cols: np.ndarray) -> np.ndarray:
@@ -383,14 +427,16 @@ def read_lfp_block(src: LFPSource, i0: int, i1: int, cols: np.ndarray) -> np.nda
         a, b = max(i0, r0), min(i1, r0 + ct)
         for j, _ in columns[c0 // cc]:
             out[a - i0:b - i0, j] = 0
-    for k, raw in _fetch_unfiltered(src, [infos[c] for c in stored], dtype.itemsize,
-                                    ct * cc * dtype.itemsize):
+
+    def place(k: int, raw: bytes) -> None:  # on the inflate pool: chunks fill disjoint columns
         r0, c0 = stored[k]
         ch = np.frombuffer(raw, dtype).reshape(ct, cc)
         a, b = max(i0, r0), min(i1, r0 + ct)
         for j, inside in columns[c0 // cc]:
             out[a - i0:b - i0, j] = ch[a - r0:b - r0, inside]
-        del ch, raw  # this chunk is in the block now
+
+    _fetch_unfiltered(src, [infos[c] for c in stored], dtype.itemsize,
+                      ct * cc * dtype.itemsize, place)
     return out
 
 
