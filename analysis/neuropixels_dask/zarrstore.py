@@ -264,12 +264,35 @@ ENCODING_INT16 = "int16-scaled"
 ENCODING_FLOAT32 = "float32"
 
 
-def decode_lfp(raw: np.ndarray, scale: float | None) -> np.ndarray:
-    """Stored LFP → float32 volts. For int16 counts the product is formed in float64 and rounded
-    once to float32, which reproduces Allen's float32 volts bit for bit (checked at conversion)."""
+#: Values decoded per step of :func:`decode_lfp`: its float64 products stay in cache (1 MiB).
+DECODE_BATCH = 1 << 17
+
+
+def decode_lfp(raw: np.ndarray, scale: float | None, order: str = "C") -> np.ndarray:
+    """Stored LFP ``(time, channel)`` → float32 volts. For int16 counts the product is formed in
+    float64 and rounded once to float32, which reproduces Allen's float32 volts bit for bit
+    (checked at conversion).
+
+    The products are formed for :data:`DECODE_BATCH` values' worth of rows at a time in one
+    small buffer: the whole block at once made two float64 temporaries of 4× the int16 block
+    each (a 64 s, 70-channel block: 45 MB each, on top of its 22 MB result) and took 2.4× as
+    long. ``order="F"`` writes the result channel-major, as the NWB reader delivers its blocks:
+    the spectral kernel copies a channel's segment from contiguous memory then (24 % faster per
+    block), for 4 ms more per block here than writing it time-major.
+    """
     if scale is None:
         return raw
-    return (raw.astype(np.float64) * scale).astype(np.float32)
+    out = np.empty(raw.shape, np.float32, order=order)
+    if raw.ndim != 2 or raw.size == 0:
+        out[...] = raw.astype(np.float64) * scale
+        return out
+    rows = max(1, DECODE_BATCH // raw.shape[1])
+    tmp = np.empty((min(rows, raw.shape[0]), raw.shape[1]), np.float64)
+    for a in range(0, raw.shape[0], rows):
+        b = min(raw.shape[0], a + rows)
+        np.multiply(raw[a:b], scale, out=tmp[:b - a])
+        out[a:b] = tmp[:b - a]  # rounded to float32, as astype rounds
+    return out
 
 
 def encode_lfp_int16(block: np.ndarray, scale: float) -> np.ndarray | None:

@@ -318,10 +318,12 @@ def read_lfp_block(src: LFPSource, i0: int, i1: int, cols) -> np.ndarray:
             raw = read_rows(arr, src.url, src.data_path, src.storage_options, i0, i1)
     except Exception as exc:  # noqa: BLE001
         raise _translate(exc, storage.join(src.url, src.data_path)) from exc
-    block = zs.decode_lfp(raw, zs.lfp_scale(arr))
+    # channel-major, as the NWB reader's blocks: the spectral kernel's segment copies read
+    # contiguous memory (zarrstore.decode_lfp)
+    block = zs.decode_lfp(raw, zs.lfp_scale(arr), order="F")
     if len(cols) == block.shape[1] and np.array_equal(cols, np.arange(block.shape[1])):
         return block
-    return np.ascontiguousarray(block[:, cols])
+    return np.asfortranarray(block[:, cols])
 
 
 def read_timestamps(src: LFPSource, i0: int, i1: int) -> np.ndarray:
