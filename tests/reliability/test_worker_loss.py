@@ -87,14 +87,14 @@ def test_faults_on_workers_are_retried_and_counted(client, spectra_reference, fa
                                                    rel_server, s3, ids):
     before = client.run(storage.retry_counts)
     graph = _spectra_graph(*s3, ids[0])
-    faults(error_rate=0.04, reset_rate=0.03, truncate_rate=0.03, seed=11)
+    faults(error_rate=0.08, reset_rate=0.06, truncate_rate=0.06, seed=11)
     got = client.gather(client.compute(graph))
     stats = rel_server.stats()
     for x, y in zip(got, spectra_reference, strict=True):
         assert np.asarray(x).tobytes() == y.tobytes()
     after = client.run(storage.retry_counts)
     retried = sum(after[w]["total"] - before.get(w, {}).get("total", 0) for w in after)
-    assert stats.faults_total >= 3
+    assert stats.faults_total >= 3, stats  # enough faults to mean something
     assert retried == stats.faults_total, (before, after, stats)
 
 
