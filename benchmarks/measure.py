@@ -43,6 +43,10 @@ class Sample:
     #: GETs and bytes of the compute phase alone (row 3: the session open excluded)
     compute_gets: int = 0
     compute_bytes: int = 0
+    #: CPU-seconds spent meanwhile by the Dask workers, and by the S3 server + proxy processes
+    #: (rows 3 and 7: where the cores went); ``None`` when not measured
+    cpu_workers: float | None = None
+    cpu_server: float | None = None
 
     def add(self, other: Sample) -> Sample:
         """The two phases as one (memory: the higher peak)."""
@@ -187,6 +191,45 @@ class WorkerPeak:
         peaks = [h - self._base[w] for w, h in hwm.items()
                  if h is not None and self._base.get(w) is not None]
         return max(peaks) if peaks else None
+
+
+def _cpu_seconds(pid: int | None = None) -> float | None:
+    """User + system CPU-seconds of process ``pid`` (default: this one) so far."""
+    import psutil
+
+    try:
+        t = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return float(t.user + t.system)
+
+
+class CPUMeter:
+    """CPU-seconds the Dask workers and the S3 server + its proxy (if given) spend between
+    start and :meth:`stop`: on a machine that runs all of them, this says where the cores
+    went."""
+
+    def __init__(self, client: Any, server: Any = None) -> None:
+        self.client = client
+        proxy = getattr(server, "proxy", None)
+        pids = [] if server is None else [server.pid, getattr(proxy, "pid", None)]
+        self._pids = [p for p in pids if p is not None and p != os.getpid()]
+        self._server0 = self._server()
+        self._workers0 = client.run(_cpu_seconds)
+
+    def _server(self) -> float | None:
+        values = [_cpu_seconds(p) for p in self._pids]
+        return None if any(v is None for v in values) else sum(values)
+
+    def stop(self) -> tuple[float | None, float | None]:
+        """``(workers, server + proxy)`` CPU-seconds since the start."""
+        now = self.client.run(_cpu_seconds)
+        deltas = [now[w] - self._workers0[w] for w in now
+                  if now[w] is not None and self._workers0.get(w) is not None]
+        workers = float(sum(deltas)) if deltas else None
+        server = self._server()
+        return workers, (server - self._server0 if None not in (server, self._server0)
+                         else None)
 
 
 # ---- caches ---------------------------------------------------------------------------------

@@ -23,7 +23,16 @@ import numpy as np
 from neuropixels_dask import zarrstore as zs
 from neuropixels_dask.analyses import lfp_spectra
 
-from .measure import MB, Result, RowReport, Sample, Target, WorkerPeak, clear_everywhere
+from .measure import (
+    MB,
+    CPUMeter,
+    Result,
+    RowReport,
+    Sample,
+    Target,
+    WorkerPeak,
+    clear_everywhere,
+)
 from .report import ratio
 
 ROW = 7
@@ -85,11 +94,15 @@ def _once(fmt: str, sid: int, pid: int, client, row3) -> tuple[Sample, np.ndarra
     cache.get_session_table()  # the tables are outside row 3's timing too
     workers = WorkerPeak(client)
     t = time.perf_counter()
+    cpu = CPUMeter(client)
     session = cache.get_session_data(sid)
     psd = lfp_spectra(session, pid, stimuli=[], include_all=True,
                       seconds_per_segment=row3.SECONDS_PER_SEGMENT, overlap=row3.OVERLAP)
     values = psd.compute(scheduler=client).values[0]
-    return Sample(time.perf_counter() - t, peak_bytes=workers.peak()), values
+    sample = Sample(time.perf_counter() - t, peak_bytes=workers.peak())
+    sample.cpu_workers = cpu.stop()[0]
+    return sample, values
+
 
 
 def run(bench) -> RowReport:
@@ -104,6 +117,9 @@ def run(bench) -> RowReport:
     lines = ["| format | analysis (row 3), s | machine limit (from memory), s | analysis ÷ "
              "limit | decoded LFP MB/s at the limit | peak worker memory MB (limit) |",
              "|---|---|---|---|---|---|"]
+    cpu_lines = ["| format | CPU-s there: cores × time | workers, analysis | S3 server + "
+                 "proxy, analysis | workers, limit | cores busy during the analysis |",
+                 "|---|---|---|---|---|---|"]
     src = bench.lfp_source(sid, pid)
     decoded = src.shape[0] * src.shape[1] * np.dtype(src.dtype).itemsize
     identical = True
@@ -132,6 +148,11 @@ def run(bench) -> RowReport:
         a, m = analysis.median("seconds"), limit.median("seconds")
         lines.append(f"| {label} | {a:.1f} | {m:.1f} | {ratio(a, m)} | {decoded / m / MB:,.0f} | "
                      f"{(limit.median('peak_bytes') or 0) / MB:.0f} |")
+        w, srv, wl = (analysis.median("cpu_workers"), analysis.median("cpu_server"),
+                      limit.median("cpu_workers"))
+        if None not in (w, srv, wl):
+            cpu_lines.append(f"| {label} | {bench.cores * a:.1f} | {w:.1f} | {srv:.1f} | "
+                             f"{wl:.1f} | {(w + srv) / (bench.cores * a):.0%} |")
         rep.targets.append(Target(15, f"the spectrum is within 1.3× of the machine limit "
                                       f"({label})", f"{ratio(a, m)} ({a:.1f} s vs {m:.1f} s)",
                                   a <= 1.3 * m))
@@ -143,4 +164,11 @@ def run(bench) -> RowReport:
         f"{decoded / MB:,.0f} MB of decoded LFP. Spectra identical to row 3's: "
         f"{'yes' if identical else '**NO**'}.")
     rep.body.append("\n".join(lines))
+    if len(cpu_lines) > 2:
+        rep.body.append(
+            f"Where the {bench.cores} cores went (CPU-seconds, medians; the client process and "
+            "the operating system take the rest). The limit runs without a server; in the "
+            "analysis the S3 server and its proxy share the workers' cores, so their CPU-seconds "
+            "are time the workers could not compute in:")
+        rep.body.append("\n".join(cpu_lines))
     return rep

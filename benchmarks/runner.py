@@ -191,6 +191,12 @@ def _folder_size(path: Path) -> int:
 class Bench:
     """What the rows share: the server, the caches, clusters, sizes, and a scratch folder."""
 
+    @property
+    def cores(self) -> int:
+        """Cores this process may run on (what the workers, server and proxy share)."""
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else (os.cpu_count() or 1)
+
     def __init__(self, args, server, nwb_dir: Path, zarr_dir: Path | None, scratch: str,
                  log) -> None:
         self.args = args
