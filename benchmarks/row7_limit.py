@@ -23,16 +23,7 @@ import numpy as np
 from neuropixels_dask import zarrstore as zs
 from neuropixels_dask.analyses import lfp_spectra
 
-from .measure import (
-    MB,
-    CPUMeter,
-    Result,
-    RowReport,
-    Sample,
-    Target,
-    WorkerPeak,
-    clear_everywhere,
-)
+from .measure import MB, CPUMeter, Result, RowReport, Sample, Target, WorkerPeak, clear_everywhere
 from .report import ratio
 
 ROW = 7
