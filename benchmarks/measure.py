@@ -193,6 +193,13 @@ class WorkerPeak:
         return max(peaks) if peaks else None
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (what the workers, the server and the proxy share)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def _cpu_seconds(pid: int | None = None) -> float | None:
     """User + system CPU-seconds of process ``pid`` (default: this one) so far."""
     import psutil
@@ -285,11 +292,7 @@ def machine() -> dict[str, Any]:
             mem = int(f.readline().split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable,
+    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable_cores(),
             "memory_gb": round(mem / 1e9, 1) if mem else None,
             "platform": platform.platform(), "python": platform.python_version(),
             "load_average": [round(x, 2) for x in os.getloadavg()]}

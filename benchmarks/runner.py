@@ -21,7 +21,6 @@ import contextlib
 import datetime as _dt
 import json
 import logging
-import os
 import shlex
 import sys
 import tempfile
@@ -77,8 +76,9 @@ def parse_profiles(text: str) -> list[str]:
 
 
 def default_workers() -> str:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    counts = [n for n in (1, 2, 4, 8, 16) if n <= max(1, cores or 1)]
+    from .measure import usable_cores
+
+    counts = [n for n in (1, 2, 4, 8, 16) if n <= usable_cores()]
     return ",".join(map(str, counts))
 
 
@@ -153,7 +153,9 @@ def prepare_zarr(nwb_dir: Path, args, log) -> Path:
     dst = nwb_dir.parent / f"{nwb_dir.name}-zarr"
     if args.cache_dir is not None:
         dst = (args.data_dir / f"{nwb_dir.name}-zarr").resolve()
-    n = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    from .measure import usable_cores
+
+    n = usable_cores()
     with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                       dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
             Client(cluster) as client:
@@ -194,8 +196,9 @@ class Bench:
     @property
     def cores(self) -> int:
         """Cores this process may run on (what the workers, server and proxy share)."""
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-            else (os.cpu_count() or 1)
+        from .measure import usable_cores
+
+        return usable_cores()
 
     def __init__(self, args, server, nwb_dir: Path, zarr_dir: Path | None, scratch: str,
                  log) -> None:
@@ -206,9 +209,9 @@ class Bench:
         self.log = log
         self.reps = max(1, int(args.reps))
         if getattr(args, "threads", None) is None:
-            from neuropixels_dask import config
+            from neuropixels_dask.cluster import threads_per_worker
 
-            args.threads = int((config.get("cluster") or {}).get("threads_per_worker") or 1)
+            args.threads = threads_per_worker()
         self.threads = int(args.threads)
         if self.threads < 1:
             raise SystemExit(f"--threads {self.threads}: a worker needs at least 1 thread")

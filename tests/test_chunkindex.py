@@ -214,7 +214,8 @@ def test_the_index_starts_from_blocks_the_open_file_already_holds(s3_server, s3_
         for read, most in ((None, 10), (nwb._metadata_reader(f), 0)):
             nwb.indexes.clear()
             s3_server.reset_stats()
-            found = nwb._chunk_infos(src, ds, coords, read)
+            found = nwb._chunk_infos(src.url, src.storage_options, src.data_path, ds, coords,
+                                     read)
             stats = s3_server.stats()
             assert _assert_same_as_h5py(ds, found) == len(coords)
             if read is None:

@@ -130,15 +130,17 @@ class EcephysProjectCache:
         manifest; see ``readers.BACKENDS``)."""
         return format_of_manifest(self.manifest, self.url)
 
+    def _table_key(self, name: str) -> tuple[str, str, str]:
+        return (self.url, self.storage_options.key, name)
+
     def _table(self, name: str) -> pd.DataFrame:
         """One cache-level table, read once per process (:data:`tables`)."""
-        return tables.get((self.url, self.storage_options.key, name),
-                          lambda: self._read_table(name))
+        return tables.get(self._table_key(name), lambda: self._read_table(name))
 
     def _tables(self, *names: str) -> list[pd.DataFrame]:
         """Several tables; those not yet read are fetched concurrently (one round trip), and
         once all are read no thread is started at all (every ``get_*`` call comes here)."""
-        missing = [n for n in names if (self.url, self.storage_options.key, n) not in tables]
+        missing = [n for n in names if self._table_key(n) not in tables]
         if len(missing) > 1:
             with ThreadPoolExecutor(len(missing), thread_name_prefix="npd-tables") as pool:
                 list(pool.map(self._table, missing))

@@ -69,6 +69,14 @@ def _positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
+def threads_per_worker(value: Any = None) -> int:
+    """Threads per local worker process: ``value``, else ``cluster.threads_per_worker`` (2 in
+    the package's yaml: one task's reads overlap another's compute), checked."""
+    if value is None:
+        value = (config.get("cluster") or {}).get("threads_per_worker") or 2
+    return _positive_int("threads_per_worker", value)
+
+
 def local_cluster(n_workers: int | None = None, **kwargs):
     """A LocalCluster of processes (h5py serialises within a process; parallel compute needs
     processes), ``cluster.threads_per_worker`` threads each (2: one task's reads overlap
@@ -78,8 +86,7 @@ def local_cluster(n_workers: int | None = None, **kwargs):
     cfg = config.get("cluster") or {}
     n = _positive_int("n_workers", n_workers if n_workers is not None else
                       (cfg.get("n_workers") or max(1, (os.cpu_count() or 2))))
-    threads = _positive_int("threads_per_worker",
-                            kwargs.pop("threads_per_worker", cfg.get("threads_per_worker") or 2))
+    threads = threads_per_worker(kwargs.pop("threads_per_worker", None))
     kwargs.setdefault("dashboard_address", ":0")
     return LocalCluster(n_workers=n, threads_per_worker=threads, processes=True, **kwargs)
 

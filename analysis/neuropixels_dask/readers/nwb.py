@@ -237,8 +237,8 @@ def _first_and_last(f: h5py.File, ts: h5py.Dataset, url: str, opts) -> tuple[flo
 
     h5py reads them one after the other (the B-tree node, the first chunk, then the last
     chunk: three round trips); here the node is read once and both chunks in one batch (two).
-    Anything unusual (not chunked, a filter we do not undo, an index only h5py reads, a chunk
-    never written) is h5py's to read.
+    Anything unusual (not chunked, a filter we do not undo, a chunk never written) is h5py's
+    to read.
     """
     n = ts.shape[0] if ts.ndim == 1 else 0
     filters = _filters(ts) if ts.chunks is not None else ()
@@ -247,25 +247,16 @@ def _first_and_last(f: h5py.File, ts: h5py.Dataset, url: str, opts) -> tuple[flo
     ct = ts.chunks[0]
     last = (n - 1) // ct * ct
     coords = [(0,), (last,)] if last else [(0,)]
-
-    def fetch(starts: list[int], stops: list[int]) -> list[bytes]:
-        return storage.fetch_ranges(url, opts, starts, stops)
-
-    try:
-        index = chunkindex.chunk_index(ts, fetch, _metadata_reader(f))
-        found = index.lookup(coords) if index is not None else {}
-    except (chunkindex.FormatNotHandled, struct.error, IndexError, ValueError):
-        found = {}
-    infos = [found.get(c) for c in coords]
+    found = _chunk_infos(url, opts, ts.name, ts, coords, _metadata_reader(f))
+    infos = [found[c] for c in coords]
     if any(info is None for info in infos):
         return float(ts[0]), float(ts[-1])
-    dtype = ts.dtype
     blobs = storage.fetch_ranges(url, opts, [i.offset for i in infos],
                                  [i.offset + i.size for i in infos])
-    bufs = _unfilter_many(blobs, filters, [i.filter_mask for i in infos], dtype.itemsize,
-                          ct * dtype.itemsize)
-    first = np.frombuffer(bufs[0], dtype)[0]
-    tail = np.frombuffer(bufs[-1], dtype)[n - 1 - last]
+    bufs = _unfilter_many(blobs, filters, [i.filter_mask for i in infos], ts.dtype.itemsize,
+                          ct * ts.dtype.itemsize)
+    first = np.frombuffer(bufs[0], ts.dtype)[0]
+    tail = np.frombuffer(bufs[-1], ts.dtype)[n - 1 - last]
     return float(first), float(tail)
 
 
@@ -412,7 +403,8 @@ def read_lfp_block(src: LFPSource, i0: int, i1: int, cols: np.ndarray) -> np.nda
             out = np.empty_like(block, order="F")
             out[:, order] = block
             return out
-        infos = _chunk_infos(src, ds, coords, _metadata_reader(f))
+        infos = _chunk_infos(src.url, src.storage_options, src.data_path, ds, coords,
+                             _metadata_reader(f))
     stored = [coord for coord in coords if infos[coord] is not None]
     # channel-major memory (Fortran order): each chunk is one channel's run of samples, so a
     # column is one contiguous copy, and ``block.T`` is the contiguous (channel, time) array the
@@ -446,16 +438,17 @@ indexes: ProcessCache[tuple[str, str, str], chunkindex.ChunkIndex | None] = Proc
     "hdf5 chunk indexes", maxsize=64)
 
 
-def _chunk_infos(src: LFPSource, ds: h5py.Dataset, coords: list[tuple[int, int]],
-                 read: chunkindex.Read | None = None
-                 ) -> dict[tuple[int, int], chunkindex.ChunkInfo | None]:
-    """Where the chunks at ``coords`` are stored: from the B-tree read level by level in
-    concurrent batches (``chunkindex``), else from h5py one chunk at a time."""
-    opts = storage.resolve(src.url, src.storage_options)
-    key = (src.url, opts.key, src.data_path)
+def _chunk_infos(url: str, storage_options, path: str, ds: h5py.Dataset,
+                 coords: list[tuple[int, ...]], read: chunkindex.Read | None = None
+                 ) -> dict[tuple[int, ...], chunkindex.ChunkInfo | None]:
+    """Where the chunks at ``coords`` of dataset ``path`` of ``url`` are stored: from the
+    B-tree read level by level in concurrent batches (``chunkindex``, kept per process), else
+    from h5py one chunk at a time."""
+    opts = storage.resolve(url, storage_options)
+    key = (url, opts.key, path)
 
     def fetch(starts: list[int], stops: list[int]) -> list[bytes]:
-        return storage.fetch_ranges(src.url, opts, starts, stops)
+        return storage.fetch_ranges(url, opts, starts, stops)
 
     index = indexes.get(key, lambda: chunkindex.chunk_index(ds, fetch, read))
     if index is not None:

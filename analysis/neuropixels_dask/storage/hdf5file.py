@@ -25,6 +25,7 @@ from fsspec.caching import BaseCache, caches, register_cache
 
 from .. import config
 from ..caching import LRU
+from . import ranges
 
 #: metadata blocks kept per open file (256 × 64 kB = 16 MB at most)
 MAX_BLOCKS = 256
@@ -132,8 +133,7 @@ def _is_s3(fs) -> bool:
     """S3 (s3fs): async, and a suffix range is honoured (an HTTP server that ignores ranges
     would send the whole file for it)."""
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return bool({"s3", "s3a"} & set(protocols)) and isinstance(fs, AsyncFileSystem) \
-        and getattr(fs, "loop", None) is not None
+    return bool({"s3", "s3a"} & set(protocols)) and ranges._is_async(fs)
 
 
 def _if_match(f, fs, info: dict) -> bool:
