@@ -31,6 +31,8 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
+import posixpath
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -122,8 +124,12 @@ class SpikeJob:
 
 
 def _open_dst_array(url: str, path: str, options: dict) -> zarr.Array:
-    return zarr.open_array(zs.open_store(url, options, read_only=False), path=path, mode="r+",
-                           zarr_format=3)
+    """An array to write blocks into, with :data:`zarrstore.ARRAY_CONFIG`: the configuration
+    is not stored with an array, and without it zarr skips a block equal to the fill value
+    (a 64 s shard of exact zeros would never be written, and read back as missing)."""
+    arr = zarr.open_array(zs.open_store(url, options, read_only=False), path=path, mode="r+",
+                          zarr_format=3)
+    return arr.with_config(zs.ARRAY_CONFIG)
 
 
 def _write_marker(url: str, options: dict, payload: dict) -> None:
@@ -729,6 +735,44 @@ def convert_session(src: EcephysProjectCache, dst_url: str, session_id: int, *,
 
 # ---- the whole cache -----------------------------------------------------------------------
 
+def _location(url: str, options: dict) -> tuple[str, str]:
+    """``(where, path)``: the server (an S3 endpoint) or ``file``, and the normalised path of
+    ``url`` on it (local paths absolute with symlinks resolved; ``.``/``..``/``//`` folded)."""
+    if storage.is_s3(url):
+        ck = options.get("client_kwargs") or {}
+        endpoint = ck.get("endpoint_url") or options.get("endpoint_url") or ""
+        return f"s3 {endpoint}", posixpath.normpath("/" + url.split("://", 1)[1]).rstrip("/")
+    fs, path = zs.filesystem(url, options)
+    if zs.is_local(fs):
+        return "file", os.path.realpath(path)
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol, posixpath.normpath("/" + path).rstrip("/")
+
+
+def refuse_overlap(src_url: str, src_options: dict, dst_url: str, dst_options: dict) -> None:
+    """``ConversionError`` when the destination is the source, lies inside it or holds it.
+
+    ``convert`` writes ``manifest.json`` and the tables at the destination's top: into the
+    source, that rewrites the source cache's own manifest, and every unconverted session of it
+    then reads as "not converted". The source is read-only to ``convert``, always, so this is
+    checked before anything is opened for writing.
+    """
+    (sw, sp), (dw, dp) = _location(src_url, src_options), _location(dst_url, dst_options)
+    if sw != dw:
+        return
+    if sp == dp:
+        how = "is the source"
+    elif dp.startswith(sp.rstrip("/") + "/"):
+        how = "lies inside the source"
+    elif sp.startswith(dp.rstrip("/") + "/"):
+        how = "contains the source"
+    else:
+        return
+    raise ConversionError(f"The destination {dst_url} {how} ({src_url}). convert never writes "
+                          "into its source: pick a destination outside the source cache "
+                          "(e.g. a sibling folder or another bucket prefix).")
+
+
 def convert(src_url: str, dst_url: str, sessions: Iterable[int] | None = None, *,
             storage_options: dict | None = None, dst_storage_options: dict | None = None,
             verify: bool = False, progress: bool = True, client=None,
@@ -744,11 +788,14 @@ def convert(src_url: str, dst_url: str, sessions: Iterable[int] | None = None, *
     >>> convert("s3://bucket/ecephys-cache", "s3://bucket/ecephys-zarr")   # doctest: +SKIP
     """
     layout = layout or Layout()
+    src_url = storage.check_url(src_url, "source")
+    dst_url = storage.check_url(dst_url, "destination").rstrip("/")
+    refuse_overlap(src_url, storage.resolve(src_url, storage_options), dst_url,
+                   zs.storage_options(dst_url, dst_storage_options))
     src = EcephysProjectCache(src_url, storage_options)
     if src.format != "nwb":
         raise ConversionError(f"{src_url} is already a Zarr copy (its manifest has "
                               "'session_zarr'); convert reads the published NWB layout.")
-    dst_url = str(dst_url).rstrip("/")
     dst_options = zs.storage_options(dst_url, dst_storage_options)
     table = src.get_session_table()
     ids = [int(s) for s in (table.index if sessions is None else sessions)]
