@@ -564,7 +564,8 @@ class SessionConversion:
         _remove_markers(storage.join(self.progress_url, zs.lfp_group_path(pid)), self.options)
         self.info["lfp"][str(pid)] = {"encoding": encoding, "channel_ids": list(s.channel_ids),
                                       "t_first": s.t_first, "t_last": s.t_last,
-                                      "n_samples": s.shape[0], "rate": s.rate}
+                                      "n_samples": s.shape[0], "rate": s.rate,
+                                      "evenly_spaced": s.evenly_spaced}
 
     def lfp_jobs(self, pid: int) -> list[LFPJob]:
         g = zs.lfp_group_path(pid)

@@ -32,6 +32,7 @@ which the writer (``convert``) shares; this module only reads.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 import warnings
 from typing import Any
@@ -50,7 +51,7 @@ from ..errors import (
     LFPMissingAtConversionError,
     NoLFPError,
 )
-from .base import LFPSource, SessionReader, SpikeSource
+from .base import LFPSource, SessionReader, SpikeSource, is_evenly_spaced
 
 #: a read wanting more inner chunks than this of one shard fetches the whole shard object
 WHOLE_SHARD_MIN_CHUNKS = 4
@@ -318,14 +319,44 @@ class ZarrSessionReader(SessionReader):
                 "has_lfp_data == True (session.probes).")
         data = self._root[f"{path}/data"]
         shard = data.shards or data.chunks
-        return LFPSource(
+        channel_ids = tuple(int(c) for c in meta["channel_ids"])
+        if data.ndim != 2 or data.shape[1] != len(channel_ids):
+            raise DamagedStoreError(
+                f"{self.store_url}: the LFP of probe {probe_id} has shape {data.shape}, but its "
+                f"attributes list {len(channel_ids)} channel id(s), one per column: the store "
+                f"is damaged. Delete {self.store_url} and rerun `neuropixels-dask convert`.")
+        even = meta.get("evenly_spaced")
+        src = LFPSource(
             format="zarr", url=self.store_url, storage_options=self.storage_options,
             data_path=f"{path}/data", timestamps_path=f"{path}/timestamps",
             shape=tuple(int(s) for s in data.shape),
             chunks=(int(shard[0]), int(data.shape[1])),
             dtype=zs.lfp_read_dtype(meta["encoding"], data.dtype),
-            channel_ids=tuple(int(c) for c in meta["channel_ids"]),
+            channel_ids=channel_ids,
             t_first=float(meta["t_first"]), t_last=float(meta["t_last"]))
+        if even is None:  # a store written before convert recorded it: check a sample
+            even = _timestamps_evenly_spaced(src)
+        return dataclasses.replace(src, evenly_spaced=bool(even))
+
+
+#: inner chunks of the timestamps, besides the first and the last, checked against even spacing
+#: in a store whose conversion did not record whether they are
+TIMESTAMP_SAMPLE_CHUNKS = 3
+
+
+def _timestamps_evenly_spaced(src: LFPSource) -> bool:
+    """Whether the first, the last and a few chunks of ``src``'s timestamps lie on the even
+    grid (``base.is_evenly_spaced``): the same check the NWB reader makes at open."""
+    arr = open_array(src.url, src.timestamps_path, src.storage_options)
+    n, chunk = int(arr.shape[0]), int(arr.chunks[0])
+    if n < 2:
+        return True
+    count = -(-n // chunk)
+    picks = sorted({0, count - 1} | {count * k // (TIMESTAMP_SAMPLE_CHUNKS + 1)
+                                     for k in range(1, TIMESTAMP_SAMPLE_CHUNKS + 1)})
+    index = np.concatenate([np.arange(k * chunk, min(n, (k + 1) * chunk)) for k in picks])
+    return is_evenly_spaced(index, np.concatenate(
+        [read_timestamps(src, k * chunk, min(n, (k + 1) * chunk)) for k in picks]), n)
 
 
 def _is_raw(arr: zarr.Array) -> bool:
