@@ -280,3 +280,29 @@ def test_blocks_of_exact_zeros_and_nan_convert(scratch_cache, tmp_path, sid):
     (again,) = cv.convert(scratch_cache, dst, [sid], layout=SMALL, verify=True, progress=False)
     assert again.status == "verified", again
     assert _tree_bytes(scratch_cache) == before
+
+
+def test_a_probe_lfp_missing_from_the_source_is_said_and_recorded(scratch_cache, tmp_path,
+                                                                  sid):
+    """An LFP file that the source should have (``has_lfp_data``) but lacks: the conversion
+    says so, the store's manifest records it, and the reader names it (issue 26, item 4)."""
+    from neuropixels_dask.errors import LFPMissingAtConversionError
+
+    probes = npd.open_cache(scratch_cache).get_session_data(sid).probes
+    pid = int(probes.index[probes["has_lfp_data"]][0])
+    os.remove(os.path.join(scratch_cache, f"session_{sid}", f"probe_{pid}_lfp.nwb"))
+    dst = str(tmp_path / "zarr")
+    (r,) = cv.convert(scratch_cache, dst, [sid], layout=SMALL, progress=False)
+    assert list(r.lfp_missing) == [pid] and pid not in r.lfp_encodings
+    assert f"WARNING: probe {pid}'s LFP was missing from the source" in str(r)
+    with open(os.path.join(_store(dst, sid), zs.STORE_MANIFEST)) as f:
+        manifest = zs.parse_manifest(f.read().encode(), dst)
+    assert f"probe_{pid}_lfp.nwb" in manifest["lfp_missing"][str(pid)]
+    session = npd.open_cache(dst).get_session_data(sid)
+    with pytest.raises(LFPMissingAtConversionError,
+                       match="this probe's LFP was missing from the source at conversion"):
+        session.get_lfp(pid)
+    with pytest.raises(npd.NoLFPError):  # what existing code catches still catches it
+        session.get_lfp(pid)
+    (again,) = cv.convert(scratch_cache, dst, [sid], layout=SMALL, progress=False)
+    assert again.status == "already complete" and list(again.lfp_missing) == [pid]

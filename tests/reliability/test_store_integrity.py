@@ -320,13 +320,8 @@ def test_format_1_stores_are_still_read_and_checked(pristine, ids, tmp_path):
     assert verify.check_store(store).keys == {keys["lfp"]}
 
 
-def test_format_2_stores_without_a_manifest_read_with_a_warning(pristine, ids, tmp_path):
-    """A store written before the manifest (format 2: no metadata checksums, no spike-time
-    checksums) still reads, and says how to upgrade; verify notes it."""
-    from neuropixels_dask.errors import UnverifiedStoreWarning
-
-    sid = ids[0]
-    copy, store, keys, pid = _copy_of(pristine, tmp_path / "v2", sid)
+def _as_format_2(store: str) -> None:
+    """Rewrite a store as format 2 left it: no manifest, no spike-time checksums."""
     os.remove(os.path.join(store, zs.STORE_MANIFEST))
     shutil.rmtree(os.path.join(store, *zs.SPIKE_CRC_PATH.split("/")))
     root = zarr.open_group(store, mode="r+")
@@ -335,6 +330,16 @@ def test_format_2_stores_without_a_manifest_read_with_a_warning(pristine, ids, t
     root.attrs[zs.ATTRS_KEY] = info
     with pytest.warns(UserWarning):  # zarr: "consolidated metadata is not in the spec"
         zarr.consolidate_metadata(store)
+
+
+def test_format_2_stores_without_a_manifest_read_with_a_warning(pristine, ids, tmp_path):
+    """A store written before the manifest (format 2: no metadata checksums, no spike-time
+    checksums) still reads, and says how to upgrade; verify notes it."""
+    from neuropixels_dask.errors import UnverifiedStoreWarning
+
+    sid = ids[0]
+    copy, store, keys, pid = _copy_of(pristine, tmp_path / "v2", sid)
+    _as_format_2(store)
     a = npd.open_cache(pristine).get_session_data(sid, **NO_FILTERS)
     with pytest.warns(UnverifiedStoreWarning, match="convert SRC NEWDST"):
         b = npd.open_cache(copy).get_session_data(sid, **NO_FILTERS)
@@ -365,3 +370,33 @@ def test_edited_metadata_is_named_found_and_rewritten(pristine, ids, tmp_path, t
     a = npd.open_cache(pristine).get_session_data(sid)
     assert npd.open_cache(copy).get_session_data(sid).get_lfp(pid).values.tobytes() == \
         a.get_lfp(pid).values.tobytes()
+
+
+@pytest.mark.filterwarnings("ignore::neuropixels_dask.errors.UnverifiedStoreWarning")
+def test_unreadable_metadata_is_named_without_a_manifest_too(pristine, ids, tmp_path):
+    """Where no manifest checks it (format 2), a broken root zarr.json is a DamagedStoreError,
+    not a JSONDecodeError, and invalid array metadata not a bare MetadataValidationError
+    (issue 26, item 6)."""
+    sid = ids[0]
+    copy, store, keys, pid = _copy_of(pristine, tmp_path / "broken", sid)
+    _as_format_2(store)
+    root_doc = os.path.join(store, "zarr.json")
+    with open(root_doc, "rb") as f:
+        good = f.read()
+    with open(root_doc, "wb") as f:
+        f.write(good[:len(good) // 2])
+    with pytest.raises(DamagedStoreError, match=r"\.zarr/zarr.json is damaged.*JSONDecodeError"
+                       ) as caught:
+        npd.open_cache(copy).get_session_data(sid)
+    assert "convert" in str(caught.value)
+    with open(root_doc, "wb") as f:
+        f.write(good)
+    doc = os.path.join(store, "lfp", keys["pid"], "data", "zarr.json")
+    with open(doc) as f:
+        meta = json.load(f)
+    meta["data_type"] = "int17"
+    with open(doc, "w") as f:
+        json.dump(meta, f)
+    with pytest.raises(DamagedStoreError, match=f"{keys['pid']}/data/zarr.json is damaged.*"
+                       "not valid array metadata"):
+        npd.open_cache(copy).get_session_data(sid).get_lfp(pid).compute()
