@@ -338,6 +338,11 @@ def _reads_itself(ds: h5py.Dataset, filters: tuple) -> bool:
     order; any other file type, e.g. a float with other bit fields, needs HDF5's conversion)."""
     if ds.chunks is None or any(code not in SUPPORTED_FILTERS for code, _ in filters):
         return False
+    return _standard_type(ds)
+
+
+def _standard_type(ds: h5py.Dataset) -> bool:
+    """Whether ``ds`` is stored as exactly the numpy type h5py gives it (no conversion)."""
     try:
         return bool(ds.id.get_type().equal(h5py.h5t.py_create(ds.dtype)))
     except (TypeError, ValueError):
@@ -383,8 +388,9 @@ def _filters(ds: h5py.Dataset) -> tuple:
 
 
 def _raw_offset(ds: h5py.Dataset) -> int | None:
-    """Byte offset of element 0 if ``ds`` is stored raw and in one piece, else ``None``."""
-    if _filters(ds):
+    """Byte offset of element 0 if ``ds`` is stored raw and in one piece, as the numpy type
+    h5py returns, else ``None`` (h5py reads it)."""
+    if _filters(ds) or not _standard_type(ds):
         return None
     if ds.chunks is None:
         off = ds.id.get_offset()
@@ -639,7 +645,8 @@ def read_spike_ranges(src: SpikeSource, ranges: list[tuple[int, int]]) -> list[n
     """Several units' spike times: one concurrent batch of exact ranged reads when stored raw."""
     dtype = np.dtype(src.dtype)
     if src.byte_offset is None:
-        with open_h5(src.url, src.storage_options) as f:
+        with open_h5(src.url, src.storage_options) as f, \
+                _h5py_errors(src.url, f"spike times of {src.path}"):
             ds = f[src.path]
             return [ds[a:b] if b > a else np.empty(0, dtype) for a, b in ranges]
     want = [(a, b) for a, b in ranges if b > a]
