@@ -35,7 +35,6 @@ from . import chunkindex, fletcher32
 from .base import LFPSource, SessionReader, SpikeSource, is_evenly_spaced
 
 H5Z_DEFLATE, H5Z_SHUFFLE, H5Z_FLETCHER32 = 1, 2, 3
-SUPPORTED_FILTERS = {H5Z_DEFLATE, H5Z_SHUFFLE, H5Z_FLETCHER32}
 #: datasets of a ragged/region column that are not scalar table columns
 _NON_SCALAR = {"spike_times", "spike_amplitudes", "waveform_mean", "tags", "timeseries",
                "electrodes", "group"}
@@ -336,9 +335,21 @@ def _reads_itself(ds: h5py.Dataset, filters: tuple) -> bool:
     """Whether this module decodes ``ds``'s chunks itself: chunked, only filters it undoes,
     and stored as exactly the numpy type h5py returns (an IEEE float or integer of either byte
     order; any other file type, e.g. a float with other bit fields, needs HDF5's conversion)."""
-    if ds.chunks is None or any(code not in SUPPORTED_FILTERS for code, _ in filters):
+    if ds.chunks is None or not all(_undoes(code, values, ds.dtype.itemsize)
+                                    for code, values in filters):
         return False
     return _standard_type(ds)
+
+
+def _undoes(code: int, values: tuple, itemsize: int) -> bool:
+    """Whether this module undoes filter ``code`` with client data ``values`` exactly as HDF5
+    does: deflate at a level HDF5 accepts, shuffle by the dataset's element size, Fletcher32
+    (other parameters, e.g. a damaged level HDF5 refuses, are h5py's to judge)."""
+    if code == H5Z_DEFLATE:
+        return len(values) == 1 and 0 <= values[0] <= 9
+    if code == H5Z_SHUFFLE:
+        return values in ((), (itemsize,))
+    return code == H5Z_FLETCHER32
 
 
 def _standard_type(ds: h5py.Dataset) -> bool:
