@@ -227,8 +227,10 @@ class EcephysSession:
         """The probe's LFP as a lazy DataArray ``LFP`` (time, channel); nothing is read yet.
 
         ``time_range=(start, stop)`` in seconds and ``channel_ids`` select before any read.
-        The time coordinate comes from the first/last timestamps (the files' timestamps are
-        evenly spaced); ``exact_timestamps=True`` reads the stored timestamps for the selection.
+        The time coordinate comes from the first/last timestamps when the timestamps are evenly
+        spaced (checked on a sample when the probe is opened); ``exact_timestamps=True`` reads
+        the stored timestamps for the selection. Where they are not evenly spaced, the stored
+        timestamps give the coordinate and the selection (``attrs["evenly_spaced"]`` False).
         """
         probe_id = self._probe_id(probe_id)
         src = self.lfp_source(probe_id)

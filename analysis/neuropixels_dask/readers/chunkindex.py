@@ -200,8 +200,12 @@ def _check_node(node: _Node, buf: bytes, ndims: int, addr: int, g: Geometry) -> 
     # may repeat the last chunk's origin
     origins = [k.origin + struct.unpack_from("<Q", buf, 24 + i * (key_len + 8) + 8 + 8 * ndims)
                for i, k in enumerate(node.keys)]
-    for i in range(len(node.children)):
-        if origins[i][-1]:
+    itemsize = g.chunk_bytes // max(1, int(np.prod(g.chunks)))
+    for i, origin in enumerate(origins):  # every key on the grid, as HDF5 decodes them
+        if any(o % c for o, c in zip(origin, (*g.chunks, itemsize), strict=True)):
+            raise bad(f"key {i} {origin} is not on the chunk grid {g.chunks} (bad coordinate "
+                      "offset)")
+        if i < len(node.children) and origin[-1]:
             raise bad(f"key {i} has a non-zero element offset")
     for i in range(1, len(origins)):
         if not origins[i - 1] < origins[i]:
@@ -215,9 +219,8 @@ def _check_node(node: _Node, buf: bytes, ndims: int, addr: int, g: Geometry) -> 
         return
     spans = []
     for k, child in zip(node.keys, node.children, strict=False):
-        if any(o % c or o >= n for o, c, n in zip(k.origin, g.chunks, g.shape, strict=True)):
-            raise bad(f"chunk origin {k.origin} is not on the chunk grid {g.chunks} inside the "
-                      f"dataset's shape {g.shape}")
+        if any(o >= n for o, n in zip(k.origin, g.shape, strict=True)):
+            raise bad(f"chunk origin {k.origin} lies outside the dataset's shape {g.shape}")
         if k.filter_mask >> g.nfilters:
             raise bad(f"chunk {k.origin} has filter mask {k.filter_mask:#x}, but the dataset "
                       f"has {g.nfilters} filter(s)")

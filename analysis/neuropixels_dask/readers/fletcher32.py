@@ -21,17 +21,25 @@ import numpy as np
 _MOD = 65535
 
 
+#: words per chunk up to which the weighted sum fits an int64 without reducing each product
+_EXACT_WORDS = 10_000_000
+
+
 def checksum(data: bytes) -> int:
     """HDF5's Fletcher32 of ``data``."""
-    n = len(data) // 2
-    words = np.frombuffer(data, ">u2", count=n).astype(np.int64) % _MOD
+    words = np.frombuffer(data, ">u2", count=len(data) // 2).astype(np.int64)
     if len(data) % 2:  # an odd last byte counts as the high byte of a word
-        words = np.append(words, (data[-1] << 8) % _MOD)
-    if not np.frombuffer(data, np.uint8).any():  # no positive sum, nothing folded: both 0
+        words = np.append(words, data[-1] << 8)
+    if not words.any():  # no positive sum, nothing folded: both 0
         return 0
-    weights = np.arange(words.size, 0, -1, dtype=np.int64) % _MOD  # word i is in n - i sums
+    weights = np.arange(words.size, 0, -1, dtype=np.int64)  # word i is in n - i running sums
+    if words.size > _EXACT_WORDS:
+        words, weights = words % _MOD, weights % _MOD
+        total2 = int((words * weights % _MOD).sum())
+    else:
+        total2 = int(np.dot(words, weights))
     sum1 = int(words.sum()) % _MOD or _MOD  # positive sums fold to 1…65535
-    sum2 = int((words * weights % _MOD).sum()) % _MOD or _MOD
+    sum2 = total2 % _MOD or _MOD
     return (sum2 << 16) | sum1
 
 

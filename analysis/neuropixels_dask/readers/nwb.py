@@ -35,7 +35,6 @@ from . import chunkindex, fletcher32
 from .base import LFPSource, SessionReader, SpikeSource, is_evenly_spaced
 
 H5Z_DEFLATE, H5Z_SHUFFLE, H5Z_FLETCHER32 = 1, 2, 3
-SUPPORTED_FILTERS = {H5Z_DEFLATE, H5Z_SHUFFLE, H5Z_FLETCHER32}
 #: datasets of a ragged/region column that are not scalar table columns
 _NON_SCALAR = {"spike_times", "spike_amplitudes", "waveform_mean", "tags", "timeseries",
                "electrodes", "group"}
@@ -336,8 +335,25 @@ def _reads_itself(ds: h5py.Dataset, filters: tuple) -> bool:
     """Whether this module decodes ``ds``'s chunks itself: chunked, only filters it undoes,
     and stored as exactly the numpy type h5py returns (an IEEE float or integer of either byte
     order; any other file type, e.g. a float with other bit fields, needs HDF5's conversion)."""
-    if ds.chunks is None or any(code not in SUPPORTED_FILTERS for code, _ in filters):
+    if ds.chunks is None or not all(_undoes(code, values, ds.dtype.itemsize)
+                                    for code, values in filters):
         return False
+    return _standard_type(ds)
+
+
+def _undoes(code: int, values: tuple, itemsize: int) -> bool:
+    """Whether this module undoes filter ``code`` with client data ``values`` exactly as HDF5
+    does: deflate at a level HDF5 accepts, shuffle by the dataset's element size, Fletcher32
+    (other parameters, e.g. a damaged level HDF5 refuses, are h5py's to judge)."""
+    if code == H5Z_DEFLATE:
+        return len(values) == 1 and 0 <= values[0] <= 9
+    if code == H5Z_SHUFFLE:
+        return values in ((), (itemsize,))
+    return code == H5Z_FLETCHER32
+
+
+def _standard_type(ds: h5py.Dataset) -> bool:
+    """Whether ``ds`` is stored as exactly the numpy type h5py gives it (no conversion)."""
     try:
         return bool(ds.id.get_type().equal(h5py.h5t.py_create(ds.dtype)))
     except (TypeError, ValueError):
@@ -383,8 +399,9 @@ def _filters(ds: h5py.Dataset) -> tuple:
 
 
 def _raw_offset(ds: h5py.Dataset) -> int | None:
-    """Byte offset of element 0 if ``ds`` is stored raw and in one piece, else ``None``."""
-    if _filters(ds):
+    """Byte offset of element 0 if ``ds`` is stored raw and in one piece, as the numpy type
+    h5py returns, else ``None`` (h5py reads it)."""
+    if _filters(ds) or not _standard_type(ds):
         return None
     if ds.chunks is None:
         off = ds.id.get_offset()
@@ -639,7 +656,8 @@ def read_spike_ranges(src: SpikeSource, ranges: list[tuple[int, int]]) -> list[n
     """Several units' spike times: one concurrent batch of exact ranged reads when stored raw."""
     dtype = np.dtype(src.dtype)
     if src.byte_offset is None:
-        with open_h5(src.url, src.storage_options) as f:
+        with open_h5(src.url, src.storage_options) as f, \
+                _h5py_errors(src.url, f"spike times of {src.path}"):
             ds = f[src.path]
             return [ds[a:b] if b > a else np.empty(0, dtype) for a, b in ranges]
     want = [(a, b) for a, b in ranges if b > a]
