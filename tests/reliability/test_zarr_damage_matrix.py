@@ -77,6 +77,7 @@ TARGETS = {
     "timestamps shard": ("lfp/{pid}/timestamps/c/2", "chunks"),
     "spike chunk": ("units/spike_times/c/1", "data"),
     "table chunk": ("units/snr/c/0", "data"),
+    "spike checksums chunk": (f"{zs.SPIKE_CRC_PATH}/c/0", "data"),
     "root zarr.json": ("zarr.json", "data"),
     "group zarr.json": ("units/zarr.json", "data"),
     "LFP data zarr.json": ("lfp/{pid}/data/zarr.json", "data"),
