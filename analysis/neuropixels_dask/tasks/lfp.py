@@ -24,7 +24,7 @@ from ..errors import InvalidFileError, InvalidSelectionError
 from ..readers import LFPSource, read_lfp_block, read_timestamps
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=2)  # whole series (~100 MB for a real probe): a couple at most
 def stored_timestamps(src: LFPSource) -> np.ndarray:
     """Every timestamp of ``src`` (for a series that is not evenly spaced); they must
     increase, or the file is refused by name."""
