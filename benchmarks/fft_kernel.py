@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     power = old_sums[0].mean(axis=1)
     range_db = float(10 * np.log10(power.max() / power[int(worst_hz * NPERSEG / FS)]))
     _, ref = signal.welch(block64, FS, nperseg=NPERSEG, noverlap=NPERSEG - STEP, axis=0)
-    _, psd = K.finalize(new.sums, new.counts, FS, NPERSEG)
+    _, psd, _ = K.finalize(new.sums, new.counts, FS, NPERSEG)
     rel_welch = float(np.max(np.abs(psd[0] - ref) / ref))
     n_seg = int(new.counts[0])
     ffts_before = int(old_counts.sum())

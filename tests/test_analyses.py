@@ -122,7 +122,8 @@ def test_tuning_recovers_preferred_orientation(session, truth):
 
 
 def test_cross_area_correlations_follow_the_stimulus(session):
-    corr = spike_count_correlations(session, ["spontaneous", "drifting_gratings"]).compute()
+    corr = spike_count_correlations(session, ["spontaneous", "drifting_gratings"],
+                                    condition_by="orientation", min_trials=3).compute()
     vis = [a for a in corr.area_a.values if a.startswith("VIS")]
     assert len(vis) >= 2
 

@@ -109,7 +109,7 @@ def test_any_blocking_counts_each_segment_once(n_time, nperseg, overlap, seed):
     np.testing.assert_allclose(left_first.sums, balanced.sums, rtol=1e-9, atol=1e-12)
     if n_seg:
         _, p0 = scipy.signal.welch(x, FS, nperseg=nperseg, noverlap=nperseg - step, axis=0)
-        _, p = K.finalize(balanced.sums, balanced.counts, FS, nperseg)
+        _, p, _ = K.finalize(balanced.sums, balanced.counts, FS, nperseg)
         np.testing.assert_allclose(p[0], p0, rtol=1e-9, atol=1e-12 * max(p0.max(), 1e-300))
 
 
@@ -117,7 +117,7 @@ def test_short_signal_gives_nan_not_error():
     seg = _whole(100, 256, 128)
     part = K.block_partial(np.ones((100, 3), np.float32), 0, seg)
     assert part.counts.tolist() == [0]
-    f, p = K.finalize(part.sums, part.counts, FS, 256)
+    f, p, _ = K.finalize(part.sums, part.counts, FS, 256)
     assert p.shape == (1, 129, 3) and np.all(np.isnan(p))
 
 
