@@ -34,11 +34,17 @@ def invalid_intervals(session, probes: Iterable[str] = (), stimulus: bool = True
     """``(k, 2)`` start/stop (s) of the session's invalid intervals that concern data of
     ``probes`` (names, e.g. ``"probeA"``: those tagged ``all_probes`` or with one of them) and,
     with ``stimulus``, those tagged ``stimulus``."""
-    table = session.invalid_times
+    return scoped(session.invalid_times, probes, stimulus)
+
+
+def scoped(table: pd.DataFrame | None, probes: Iterable[str] = (), stimulus: bool = True
+           ) -> np.ndarray:
+    """:func:`invalid_intervals` of an ``invalid_times`` table. A table without ``tags`` (a
+    reader that does not return them) is taken as concerning everything: left out, not kept."""
     if table is None or len(table) == 0:
         return np.zeros((0, 2))
     scope = {ALL_PROBES, *map(str, probes)} | ({STIMULUS} if stimulus else set())
-    tags = table["tags"] if "tags" in table else pd.Series([{ALL_PROBES}] * len(table))
+    tags = table["tags"] if "tags" in table else pd.Series([scope] * len(table))
     keep = np.array([bool(_tags(t) & scope) for t in tags], dtype=bool)
     rows = table[keep]
     return rows[["start_time", "stop_time"]].to_numpy(np.float64).reshape(-1, 2)
