@@ -32,8 +32,12 @@ def plot_spectra(spectra: xr.DataArray, stimulus: str = "all", fmax: float = 100
     ax = ax or plt.subplots(figsize=(7, 4.5))[1]
     styles = ["-", "--", ":", "-."]
     for k, st in enumerate(s.structure.values):
-        ax.semilogy(s.frequency, s.sel(structure=st), label=st, color=_color(str(st)),
+        one = s.sel(structure=st)
+        ax.semilogy(s.frequency, one, label=st, color=_color(str(st)),
                     ls=styles[k % len(styles)])
+        if "sem" in one.coords and "session_id" not in spectra.dims:  # ± SEM across segments
+            ax.fill_between(s.frequency, one - one.sem, one + one.sem, color=_color(str(st)),
+                            alpha=0.2, lw=0)
     ax.set_xlabel("Frequency (Hz)")
     ax.set_ylabel("LFP power (V²/Hz)")
     ax.set_title(f"LFP power spectrum by area — {stimulus.replace('_', ' ')}")

@@ -9,6 +9,8 @@ recording (or ``time_range``).
 
 from __future__ import annotations
 
+import warnings
+
 import dask
 import dask.array as da
 import numpy as np
@@ -116,6 +118,7 @@ def lfp_spectra(session, probe_id: int, stimuli: list[str] | None = None, *,
     reduction; one FFT per segment and taper whatever the number of stimuli.
     """
     choice("method", method, METHODS)
+    asked = stimuli is not None
     stimuli = checks.stimulus_names(session, stimuli)
     try:
         overlap = float(overlap)
@@ -154,6 +157,19 @@ def lfp_spectra(session, probe_id: int, stimuli: list[str] | None = None, *,
     excluded_s = {name: float((np.diff(a, axis=1).sum() - np.diff(b, axis=1).sum()) / fs)
                   for name, a, b in zip(labels, whole.ranges, seg.ranges, strict=True)}
     counts = K.segment_counts(len(times), seg)
+    left_out = []
+    if not asked:  # "every stimulus": those that hold no segment are named, not NaN
+        left_out = [n for n, c in zip(labels, counts, strict=True) if c == 0 and n != ALL]
+        if left_out:
+            warnings.warn(f"lfp_spectra: no {seconds:g} s {method} segment fits inside "
+                          f"{left_out}, left out (attrs['stimuli_left_out']); ask for them "
+                          "with method='multitaper'.", stacklevel=2)
+            keep = [j for j, n in enumerate(labels) if n not in left_out]
+            labels = [labels[j] for j in keep]
+            intervals = {n: intervals[n] for n in labels}
+            seg = K.Segmenting(seg.nperseg, seg.step, tuple(seg.ranges[j] for j in keep),
+                               seg.window, seg.placement)
+            counts = counts[keep]
     _refuse_empty(labels, counts, intervals, seconds, method, excluded_s)
     blocks = lfp.data.to_delayed().ravel()
     starts = np.cumsum((0,) + lfp.data.chunks[0][:-1])
@@ -176,7 +192,7 @@ def lfp_spectra(session, probe_id: int, stimuli: list[str] | None = None, *,
     attrs = {"units": "V²/Hz", "probe_id": probe_id, "session_id": session.ecephys_session_id,
              "method": method, "nperseg": nperseg, "step": step,
              "segment_s": nperseg / fs, "frequency_resolution_hz": fs / nperseg,
-             "exclude_invalid": bool(exclude_invalid)}
+             "exclude_invalid": bool(exclude_invalid), "stimuli_left_out": left_out}
     if method == "multitaper":
         attrs.update(time_half_bandwidth=float(time_half_bandwidth), n_tapers=seg.n_tapers,
                      bandwidth_hz=2 * float(time_half_bandwidth) * fs / nperseg)
