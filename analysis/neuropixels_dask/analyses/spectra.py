@@ -4,7 +4,10 @@ One pass over a probe's LFP (one task per storage-chunk row) accumulates periodo
 stimulus type at once, each segment transformed once (``kernels.segment_psd``); blocks are reduced
 as a tree of neighbours, which also adds the segments straddling two blocks, so no worker ever
 holds more than one block and the blocking does not change the result. ``"all"`` is the whole
-recording (or ``time_range``).
+recording (or ``time_range``). Welch (1 s Hann segments on one grid) for long epochs, multitaper
+(DPSS tapers on segments fitted to each presentation) for short ones such as 250 ms flashes;
+every result carries its segment counts, standard errors and the invalid time it left out
+(docs/analyses.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Welch PSD of labelled time intervals, one data block at a time, one FFT per segment.
+"""Welch and multitaper PSDs of labelled time intervals, one data block at a time, one FFT per
+segment and taper.
 
 Why: a probe's LFP arrives as blocks (one per storage-chunk row, ~37.6 s × ~95 channels) and a
 scientist wants the spectrum of the whole recording *and* of every stimulus from one pass over the
@@ -28,6 +29,15 @@ transposing the whole ~18 MB block first). Periodograms are accumulated in ``flo
 a float64 FFT the sums differ by ~1e-7 (median) and ~5e-6 (worst) on synthetic LFP, and by up to
 ~3e-4 in bins 70 dB below a steep 1/f² spectrum's peak (``benchmarks/fft_kernel.py``).
 :func:`finalize` applies welch's density scaling.
+
+**Short epochs** (``placement="epoch"``, ``window=("dpss", NW)``). A 250 ms flash holds no 1 s
+grid segment, and a 250 ms grid rarely lines up with it. Epoch placement starts segments at each
+range's own first sample instead (back to back within longer ranges), and the multitaper estimate
+averages the periodograms of the ``2·NW − 1`` Slepian tapers. The block/combine machinery is the
+same: a segment is still a start sample that every block and combine agree on.
+
+**Spread.** Besides the sum of the segments' periodograms, each partial carries the sum of their
+squares, so :func:`finalize` also returns the standard error of the mean across segments.
 """
 
 from __future__ import annotations
