@@ -139,6 +139,9 @@ def plot_area_correlations(corr: xr.DataArray):
         trials = f", {int(m.n_trials)} trials" if "n_trials" in m.coords and not many else ""
         ax.set_title(f"{str(stim).replace('_', ' ')}{trials}", fontsize=10)
     fig.colorbar(im, ax=axes[0].tolist(), label="noise correlation (r)", shrink=0.8)
-    fig.suptitle("Spike-count noise correlations between areas (numbers: unit pairs; "
-                 "grey n/a: no pair)", fontsize=10)
+    shown = "n_pairs" in c.coords and not many
+    fig.suptitle("Spike-count noise correlations between areas ("
+                 + ("numbers: unit pairs; " if shown else
+                    f"mean of {corr.sizes['session_id']} sessions; " if many else "")
+                 + "grey n/a: no pair)", fontsize=10)
     return fig
