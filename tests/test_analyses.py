@@ -343,9 +343,9 @@ def test_spectra_leave_invalid_times_out_and_say_how_much(flawed):
     raw = lfp_spectra(flawed, int(probe), ["spontaneous", "drifting_gratings"],
                       exclude_invalid=False)
     # probeB stops for 2 s in spontaneous; all probes fail for 2 s, 1 s of it in a grating
-    assert keep.excluded_s.sel(stimulus="spontaneous") == pytest.approx(2.0, abs=0.01)
-    assert keep.excluded_s.sel(stimulus="drifting_gratings") == pytest.approx(1.0, abs=0.01)
-    assert (raw.excluded_s.values == 0).all()
+    assert keep.invalid_s_skipped.sel(stimulus="spontaneous") == pytest.approx(2.0, abs=0.01)
+    assert keep.invalid_s_skipped.sel(stimulus="drifting_gratings") == pytest.approx(1.0, abs=0.01)
+    assert (raw.invalid_s_skipped.values == 0).all()
     assert (keep.n_segments.values < raw.n_segments.values).all()
     lfp = flawed.get_lfp(int(probe))
     t, x = lfp.time.values, lfp.values.astype(np.float64)

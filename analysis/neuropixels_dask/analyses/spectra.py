@@ -77,7 +77,7 @@ def _segment_seconds(method: str, seconds_per_segment, intervals: dict[str, np.n
     return value
 
 
-def _refuse_empty(labels, counts, intervals, seconds, method, excluded_s):
+def _refuse_empty(labels, counts, intervals, seconds, method, invalid_s_skipped):
     empty = [name for name, n in zip(labels, counts, strict=True) if n == 0]
     if not empty:
         return
@@ -86,7 +86,7 @@ def _refuse_empty(labels, counts, intervals, seconds, method, excluded_s):
         iv = intervals[name]
         longest = float(np.max(iv[:, 1] - iv[:, 0])) if len(iv) else 0.0
         lines.append(f"{name!r} ({len(iv)} presentations, the longest {longest:.3f} s, "
-                     f"{excluded_s[name]:.1f} s of them invalid)")
+                     f"{invalid_s_skipped[name]:.1f} s of them invalid)")
     hint = ("use method='multitaper' (segments fitted to each presentation) or a shorter "
             "seconds_per_segment" if method == "welch" else "use a shorter seconds_per_segment")
     raise InvalidSelectionError(
@@ -113,8 +113,9 @@ def lfp_spectra(session, probe_id: int, stimuli: list[str] | None = None, *,
     epochs, with a frequency resolution of ``1/seconds_per_segment`` and a smoothing bandwidth
     of ``±NW/seconds_per_segment`` Hz.
 
-    Every result says what it rests on: ``n_segments`` and ``excluded_s`` (seconds of the
-    stimulus left out as invalid, see ``analyses.validity``) per stimulus, and ``sem``, the
+    Every result says what it rests on: ``n_segments`` and ``invalid_s_skipped`` (seconds of the
+    stimulus's intervals within the recording that are invalid, see ``analyses.validity``, and
+    that no segment touches) per stimulus, and ``sem``, the
     standard error of the mean periodogram across segments (overlapping welch segments are not
     independent, so then a lower bound). A stimulus that would hold no segment is refused
     (:class:`InvalidSelectionError`), as is an unknown one. One task per LFP block plus a tree
@@ -156,9 +157,9 @@ def lfp_spectra(session, probe_id: int, stimuli: list[str] | None = None, *,
         bad_stim = validity.invalid_intervals(session, [probe_name], stimulus=True)
         exclude = {name: (bad_probe if name == ALL else bad_stim) for name in labels}
     seg = K.labelled_segmenting(times, intervals, nperseg, step, window, placement, exclude)
-    whole = K.labelled_segmenting(times, intervals, nperseg, step, window, placement)
-    excluded_s = {name: float((np.diff(a, axis=1).sum() - np.diff(b, axis=1).sum()) / fs)
-                  for name, a, b in zip(labels, whole.ranges, seg.ranges, strict=True)}
+    span = (float(times[0]), float(times[-1])) if len(times) else (0.0, 0.0)
+    invalid_s_skipped = {name: validity.overlap_s(intervals[name], exclude.get(name, ()), span)
+                  for name in labels}
     counts = K.segment_counts(len(times), seg)
     left_out = []
     if not asked:  # "every stimulus": those that hold no segment are named, not NaN
@@ -173,7 +174,7 @@ def lfp_spectra(session, probe_id: int, stimuli: list[str] | None = None, *,
             seg = K.Segmenting(seg.nperseg, seg.step, tuple(seg.ranges[j] for j in keep),
                                seg.window, seg.placement)
             counts = counts[keep]
-    _refuse_empty(labels, counts, intervals, seconds, method, excluded_s)
+    _refuse_empty(labels, counts, intervals, seconds, method, invalid_s_skipped)
     blocks = lfp.data.to_delayed().ravel()
     starts = np.cumsum((0,) + lfp.data.chunks[0][:-1])
     seg_d = dask.delayed(seg, pure=True)  # one key: every task shares it
@@ -190,7 +191,7 @@ def lfp_spectra(session, probe_id: int, stimuli: list[str] | None = None, *,
     coords = {k: v for k, v in lfp.coords.items() if v.dims == ("channel",)}
     coords.update({"stimulus": labels, "frequency": ("frequency", freqs, {"units": "Hz"}),
                    "n_segments": ("stimulus", counts),
-                   "excluded_s": ("stimulus", [excluded_s[n] for n in labels], {"units": "s"}),
+                   "invalid_s_skipped": ("stimulus", [invalid_s_skipped[n] for n in labels], {"units": "s"}),
                    "sem": (("stimulus", "frequency", "channel"), sem, {"units": "V²/Hz"})})
     attrs = {"units": "V²/Hz", "probe_id": probe_id, "session_id": session.ecephys_session_id,
              "method": method, "nperseg": nperseg, "step": step,
@@ -239,9 +240,9 @@ def session_structure_spectra(session, stimuli: list[str] | None = None,
     n_seg = {int(p): dict(zip(s.stimulus.values.tolist(), s.n_segments.values.tolist(),
                               strict=True)) for p, s in zip(probes, per_probe, strict=True)}
     fewest = np.min([s.n_segments.values for s in per_probe], axis=0)
-    excluded = np.max([s.excluded_s.values for s in per_probe], axis=0)
+    excluded = np.max([s.invalid_s_skipped.values for s in per_probe], axis=0)
     sems = [s["sem"].reset_coords(drop=True) for s in per_probe]
-    per_probe = [s.drop_vars(["n_segments", "excluded_s", "sem"]) for s in per_probe]
+    per_probe = [s.drop_vars(["n_segments", "invalid_s_skipped", "sem"]) for s in per_probe]
 
     def over_probes(arrays):
         return xr.concat(arrays, dim="probe", coords="minimal", compat="override",
@@ -253,7 +254,7 @@ def session_structure_spectra(session, stimuli: list[str] | None = None,
     attrs.update(probe_ids=[int(p) for p in probes], n_segments=n_seg)
     out.attrs = attrs
     return out.assign_coords(n_segments=("stimulus", fewest),
-                             excluded_s=("stimulus", excluded, {"units": "s"}))
+                             invalid_s_skipped=("stimulus", excluded, {"units": "s"}))
 
 
 def relative_to(spectra: xr.DataArray, baseline: str = "spontaneous") -> xr.DataArray:

@@ -76,3 +76,27 @@ def invalid_trials(session, unit_table: pd.DataFrame, starts: np.ndarray,
         bad = overlapping(starts, stops, invalid_intervals(session, [name], stimulus=True))
         out[:, names == name] = bad[:, None]
     return out
+
+
+def _union(intervals) -> np.ndarray:
+    iv = np.asarray(intervals, dtype=np.float64).reshape(-1, 2)
+    iv = iv[np.argsort(iv[:, 0], kind="stable")]
+    out: list[list[float]] = []
+    for a, b in iv.tolist():
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        elif b > a:
+            out.append([a, b])
+    return np.asarray(out, dtype=np.float64).reshape(-1, 2)
+
+
+def overlap_s(intervals, invalid, span: tuple[float, float]) -> float:
+    """Seconds of ``intervals`` (``(k, 2)`` start/stop) within ``span`` that ``invalid``
+    intervals cover: what an analysis reports as left out."""
+    a, b = _union(intervals), _union(invalid)
+    total = 0.0
+    for s0, s1 in a.tolist():
+        for c0, c1 in b.tolist():
+            lo, hi = max(s0, c0, span[0]), min(s1, c1, span[1])
+            total += max(0.0, hi - lo)
+    return total

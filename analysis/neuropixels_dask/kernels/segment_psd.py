@@ -422,7 +422,11 @@ def labelled_segmenting(times: np.ndarray, intervals: Mapping[str, np.ndarray], 
     for name, iv in intervals.items():
         r = sample_ranges(times, iv)
         if name in exclude and len(exclude[name]):
-            r = subtract_ranges(r, sample_ranges(times, exclude[name]))
+            # excluded intervals are closed, [start, stop] (AllenSDK masks both ends)
+            cut = np.asarray(exclude[name], dtype=np.float64).reshape(-1, 2)
+            r = subtract_ranges(r, np.column_stack([
+                np.searchsorted(times, cut[:, 0], side="left"),
+                np.searchsorted(times, cut[:, 1], side="right")]))
         ranges.append(r)
     return Segmenting(int(nperseg), int(step), tuple(ranges), window, placement)
 
