@@ -61,21 +61,22 @@ def psth_stats(counts: np.ndarray, bin_edges: np.ndarray, conditions: np.ndarray
     conditions = np.asarray(conditions, dtype=np.int64)
     out = np.full((len(PSTH_FIELDS), n_conditions, n_b, n_u), np.nan)
     base = np.zeros(n_b, bool) if baseline_bins is None else np.asarray(baseline_bins, bool)
+    sq = rate * rate
     for c in range(n_conditions):
-        w = (conditions == c)[:, None] & valid  # (trials, units)
-        n = w.sum(axis=0).astype(np.float64)  # (units,)
-        wr = np.where(w[:, None, :], rate, 0.0)
+        # sums over a condition's valid trials as weighted contractions: no (trial × bin × unit)
+        # temporaries beyond the rate and its square (thousands of trials × bins per task)
+        w = ((conditions == c)[:, None] & valid).astype(np.float64)  # (trials, units)
+        n = w.sum(axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = wr.sum(axis=0) / n
-            dev = np.where(w[:, None, :], rate - mean, 0.0)
-            var = (dev * dev).sum(axis=0) / (n - 1)
+            mean = np.einsum("tbu,tu->bu", rate, w) / n
+            var = np.maximum(np.einsum("tbu,tu->bu", sq, w) - n * mean * mean, 0) / (n - 1)
             sem = np.where(n > 1, np.sqrt(var / n), np.nan)
             if base.any():
-                b = rate[:, base, :]
                 nb = n * base.sum()
-                b_mean = np.where(w[:, None, :], b, 0.0).sum(axis=(0, 1)) / nb
-                b_dev = np.where(w[:, None, :], b - b_mean, 0.0)
-                b_sd = np.sqrt((b_dev * b_dev).sum(axis=(0, 1)) / nb)
+                b_mean = np.einsum("tbu,tu->u", rate[:, base], w) / nb
+                b_sq = np.einsum("tbu,tu->u", sq[:, base], w) / nb
+                b_sd = np.sqrt(np.maximum(b_sq - b_mean * b_mean, 0))
+                b_sd[b_sd <= 1e-9 * np.abs(b_mean)] = 0.0  # constant, up to rounding
             else:
                 b_mean = b_sd = np.full(n_u, np.nan)
             value = mean
