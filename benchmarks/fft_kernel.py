@@ -85,7 +85,7 @@ def _before_periodogram_sum(block, starts, nperseg, window="hann"):
         seg -= seg.mean(axis=1, keepdims=True)
         spec = np.fft.rfft(seg * w[None, :, None], axis=1)
         acc += (spec.real**2 + spec.imag**2).sum(axis=0)
-    return acc
+    return acc / (w * w).sum()  # per unit-energy taper, as the kernel's sums are
 
 
 def before_labelled_sums(block, t0, fs, intervals, nperseg, step):
