@@ -378,6 +378,8 @@ def test_attributes_say_what_the_numbers_are(session):
 
 def test_user_mistakes_are_named_errors_listing_the_choices(session):
     """Defect 5 (and the options added since)."""
+    from neuropixels_dask.plots import plot_spectra
+
     spectra = session_structure_spectra(session, ["spontaneous"])
     first = int(session.units.index[0])
     cases = [
@@ -395,6 +397,9 @@ def test_user_mistakes_are_named_errors_listing_the_choices(session):
         (lambda: receptive_field_centres(session), InvalidSelectionError, "gabors"),
         (lambda: grating_metrics(session, selectivity_at="max"), InvalidSelectionError,
          "'all_tf'"),
+        (lambda: peak_frequency(spectra.sel(stimulus="all").isel(structure=0), (700, 800)),
+         InvalidSelectionError, "holds 0 frequencies"),
+        (lambda: plot_spectra(spectra, "flashes"), InvalidSelectionError, "'spontaneous'"),
     ]
     for call, error, message in cases:
         with pytest.raises(error, match=message):

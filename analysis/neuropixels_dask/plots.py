@@ -7,6 +7,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.ticker import MaxNLocator
 
+from .analyses.checks import choice
 from .analyses.spiking import tuning_contrast
 
 #: one colour family per brain system (blues: visual cortex, greens: hippocampus, reds:
@@ -25,6 +26,7 @@ def _color(structure: str):
 
 def plot_spectra(spectra: xr.DataArray, stimulus: str = "all", fmax: float = 100.0, ax=None):
     """PSD per structure (log power) for one stimulus; mean over sessions if present."""
+    choice("stimulus", stimulus, list(spectra.stimulus.values))
     s = spectra.sel(stimulus=stimulus)
     if "session_id" in s.dims:
         s = s.mean("session_id")
@@ -47,6 +49,7 @@ def plot_spectra(spectra: xr.DataArray, stimulus: str = "all", fmax: float = 100
 
 def plot_spectral_change(change: xr.DataArray, stimulus: str, fmax: float = 100.0, ax=None):
     """Power change relative to spontaneous activity (dB) per structure."""
+    choice("stimulus", stimulus, list(change.stimulus.values))
     c = change.sel(stimulus=stimulus)
     if "session_id" in c.dims:
         c = c.mean("session_id")

@@ -275,12 +275,18 @@ def peak_frequency(spectrum: xr.DataArray, band: tuple[float, float],
     ``flatten`` first removes the aperiodic part (a straight line fitted to log power vs log
     frequency over the band, as FOOOF-style analyses do) so the peak is the rhythm's.
     """
-    sub = spectrum.sel(frequency=slice(*band))
+    lo, hi = checks.window(band, "band")
+    sub = spectrum.sel(frequency=slice(lo, hi))
+    if sub.sizes["frequency"] < (3 if flatten else 1):
+        f = spectrum.frequency.values
+        raise InvalidSelectionError(
+            f"band={band!r} holds {sub.sizes['frequency']} frequencies of this spectrum "
+            f"({f[0]:g} to {f[-1]:g} Hz, every {f[1] - f[0]:g} Hz); widen it.")
     if flatten:
         logf = np.log10(sub.frequency)
         logp = np.log10(sub)
         x = logf - logf.mean()
         slope = ((x * (logp - logp.mean("frequency"))).sum("frequency") / (x * x).sum())
         resid = logp - logp.mean("frequency") - slope * x
-        return sub.frequency[resid.argmax("frequency")]
-    return sub.frequency[sub.argmax("frequency")]
+        return sub.frequency[resid.argmax("frequency").compute()]
+    return sub.frequency[sub.argmax("frequency").compute()]
