@@ -16,6 +16,9 @@ import pandas as pd
 from ..allen import NULL
 from ..errors import InvalidSelectionError, UnknownUnitError
 
+#: AllenSDK's stimulus name for presentations overlapping an invalid interval
+INVALID = "invalid_presentation"
+
 
 def _listing(valid: Sequence[Any], limit: int = 12) -> str:
     valid = [v.item() if isinstance(v, np.generic) else v for v in valid]
@@ -33,10 +36,12 @@ def choice(what: str, value: Any, valid: Sequence[Any]) -> Any:
 
 def stimulus_names(session, names: str | Iterable[str] | None,
                    default: Sequence[str] | None = None) -> list[str]:
-    """Checked stimulus names (a misspelled one lists those the session shows)."""
+    """Checked stimulus names (a misspelled one lists those the session shows). ``None``:
+    ``default``, else every stimulus shown but AllenSDK's ``invalid_presentation`` (the
+    presentations that overlap an invalid interval)."""
     shown = list(session.stimulus_names)
     if names is None:
-        return list(default) if default is not None else shown
+        return list(default) if default is not None else [n for n in shown if n != INVALID]
     names = [names] if isinstance(names, str) else list(names)
     unknown = [n for n in names if n not in shown]
     if unknown:
