@@ -466,6 +466,7 @@ def test_tuning_leaves_out_invalid_trials(flawed):
                                validity.invalid_intervals(flawed, [], stimulus=True))
     assert bad.sum() >= 1
     assert curves.attrs["n_trials_excluded_invalid"] >= bad.sum() * curves.sizes["unit_id"]
+    assert curves.attrs["presentations_skipped"] == bad.sum()
     uid = int(curves.unit_id[0])
     st = flawed.spike_times[uid]
     ori = dg["orientation"].astype(float).to_numpy()

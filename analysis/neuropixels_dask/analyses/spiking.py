@@ -34,6 +34,13 @@ def _trial_validity(session, units: pd.DataFrame, pres: pd.DataFrame, a: float, 
     return ~validity.invalid_trials(session, units, onsets + a, onsets + b)
 
 
+def _skipped(valid: np.ndarray) -> dict[str, int]:
+    """What the attrs say was left out: presentations invalid for at least one unit, and
+    (unit, presentation) pairs."""
+    return {"presentations_skipped": int((~valid).any(axis=1).sum()),
+            "n_trials_excluded_invalid": int((~valid).sum())}
+
+
 def _conditions(pres: pd.DataFrame, condition_by, stimulus_name: str):
     """Per-trial condition index, the condition values, and the dimension name."""
     if condition_by is None:
@@ -129,7 +136,7 @@ def psth(session, stimulus_name: str = "flashes", bin_edges=None, unit_ids=None,
                      stimulus_name=stimulus_name, session_id=session.ecephys_session_id,
                      normalize=normalize, baseline_s=list(baseline) if baseline else None,
                      smooth_sigma_s=smooth_sigma_s, n_presentations=len(pres),
-                     n_trials_excluded_invalid=int((~valid).sum()))
+                     **_skipped(valid))
     return out
 
 
@@ -210,7 +217,7 @@ def tuning_curves(session, stimulus_name: str = "drifting_gratings",
     curves.name = "firing_rate"
     curves.attrs.update(units="Hz", stimulus_name=stimulus_name, window_s=[a, b],
                         session_id=session.ecephys_session_id,
-                        n_trials_excluded_invalid=int((~valid).sum()))
+                        **_skipped(valid))
     return curves
 
 
@@ -281,7 +288,7 @@ def grating_metrics(session, unit_ids=None, *, stimulus_name: str = "drifting_gr
                               "session_id": session.ecephys_session_id,
                               "units": "pref_ori_dg: degrees, pref_tf_dg: Hz, g_osi_dg and "
                                        "g_dsi_dg: 0–1, n_trials: presentations",
-                              "n_trials_excluded_invalid": int((~valid).sum())})
+                              **_skipped(valid)})
     return out
 
 
@@ -343,4 +350,4 @@ def receptive_field_centres(session, unit_ids=None, *, stimulus_name: str | None
                         attrs={"units": "azimuth/elevation: degrees, area: degrees²",
                                "stimulus_name": stimulus_name, "mask_threshold": mask_threshold,
                                "session_id": session.ecephys_session_id,
-                               "n_trials_excluded_invalid": int((~valid).sum())})
+                               **_skipped(valid)})
