@@ -48,6 +48,9 @@ def image() -> str:
     print("\n" + built.stdout)
     ref = f"{image_sh('name').stdout.strip()}:{image_sh('tag').stdout.strip()}"
     assert f"built {ref}" in built.stdout
+    # what `./dev image` promises to print
+    assert re.search(r"^size +\d+ MB", built.stdout, flags=re.M), built.stdout
+    assert re.search(r"^digest sha256:[0-9a-f]{64}$", built.stdout, flags=re.M), built.stdout
     return ref
 
 
