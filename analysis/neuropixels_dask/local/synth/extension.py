@@ -20,7 +20,7 @@ VERSION = "0.2.0"
 
 @functools.cache
 def ecephys_types() -> dict[str, type]:
-    """Return ``{"EcephysProbe": cls, "EcephysElectrodeGroup": cls}``."""
+    """Return ``{"EcephysProbe": cls, "EcephysElectrodeGroup": cls, "EcephysSpecimen": cls}``."""
     from pynwb import get_class, load_namespaces
     from pynwb.spec import NWBAttributeSpec, NWBGroupSpec, NWBNamespaceBuilder
 
@@ -38,6 +38,12 @@ def ecephys_types() -> dict[str, type]:
         attributes=[attr("has_lfp_data", "bool", "Whether an LFP file exists for this probe"),
                     attr("probe_id", "int", "Unique ID of the Neuropixels probe"),
                     attr("lfp_sampling_rate", "float64", "LFP sampling rate (Hz)")])
+    # the subject: AllenSDK's ``session.specimen_name`` / ``age_in_days`` read these attributes
+    specimen = NWBGroupSpec(
+        neurodata_type_def="EcephysSpecimen", neurodata_type_inc="Subject",
+        doc="Metadata for ecephys specimen",
+        attributes=[attr("specimen_name", "text", "Full name of specimen"),
+                    attr("age_in_days", "float", "Age of specimen in days")])
     folder = tempfile.mkdtemp(prefix="ndx-aibs-ecephys-")
     ns = NWBNamespaceBuilder(doc="Allen Institute Ecephys Extension (synthetic mirror)",
                              name=NAMESPACE, version=VERSION,
@@ -45,9 +51,9 @@ def ecephys_types() -> dict[str, type]:
                              contact="neuropixels-hub")
     ns.include_namespace("core")
     ext = f"{NAMESPACE}.extension.yaml"
-    for spec in (probe, group):
+    for spec in (probe, group, specimen):
         ns.add_spec(ext, spec)
     ns.export(f"{NAMESPACE}.namespace.yaml", outdir=folder)
     load_namespaces(os.path.join(folder, f"{NAMESPACE}.namespace.yaml"))
     return {name: get_class(name, NAMESPACE)
-            for name in ("EcephysProbe", "EcephysElectrodeGroup")}
+            for name in ("EcephysProbe", "EcephysElectrodeGroup", "EcephysSpecimen")}

@@ -15,7 +15,6 @@ from hdmf.data_utils import GenericDataChunkIterator
 from pynwb import NWBHDF5IO, NWBFile, TimeSeries
 from pynwb.ecephys import LFP
 from pynwb.epoch import TimeIntervals
-from pynwb.file import Subject
 from pynwb.misc import Units
 
 from .extension import ecephys_types
@@ -37,12 +36,13 @@ UNIT_METRICS = ["PT_ratio", "amplitude", "amplitude_cutoff", "cumulative_drift",
 
 def _new_file(session_id: int, description: str, start: datetime, meta: dict,
               identifier: str | None = None) -> NWBFile:
-    # The real files use ndx-aibs-ecephys' EcephysSpecimen; pynwb's generated subclass of Subject
-    # cannot write the ``age`` reference attribute, so the core Subject carries the same facts.
-    subject = Subject(
+    # ndx-aibs-ecephys' EcephysSpecimen, as in the real files: a Subject plus the specimen's name
+    # and age in days as attributes (what AllenSDK's ``session.metadata`` reads)
+    subject = ecephys_types()["EcephysSpecimen"](
         subject_id=str(meta["specimen_id"]), species="Mus musculus", sex=meta["sex"],
         genotype=meta["genotype"], age=f"P{int(meta['age_in_days'])}D", strain="C57BL/6J",
-        description=f"specimen {meta['specimen_id']}, age_in_days={meta['age_in_days']}")
+        description=f"specimen {meta['specimen_id']}", specimen_name=specimen_name(meta),
+        age_in_days=float(meta["age_in_days"]))
     return NWBFile(session_description=description, identifier=identifier or str(session_id),
                    session_start_time=start, session_id=str(session_id),
                    institution="Allen Institute for Brain Science (synthetic)",
@@ -51,6 +51,15 @@ def _new_file(session_id: int, description: str, start: datetime, meta: dict,
                    "with known ground truth (see synthetic_ground_truth.json)",
                    keywords=["ecephys", "Neuropixels", "visual coding", "synthetic"],
                    stimulus_notes=meta["session_type"], subject=subject)
+
+
+def specimen_name(meta: dict) -> str:
+    """The specimen's name as the release spells it: the Cre line, the reporter and a number
+    (``Sst-IRES-Cre;Ai32-700000079``; wild type: ``C57BL6J-700000079``)."""
+    if str(meta["genotype"]).startswith("wt"):
+        return f"C57BL6J-{meta['specimen_id']}"
+    lines = [g.split("/")[0].split("(")[0] for g in str(meta["genotype"]).split(";")]
+    return f"{';'.join(lines)}-{meta['specimen_id']}"
 
 
 def _add_probes(nwb: NWBFile, probes: list[ProbeLayout], only: ProbeLayout | None = None) -> dict:
