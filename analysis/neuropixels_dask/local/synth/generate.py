@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from . import analysis_metrics as AM
 from . import catalog as C
+from . import invalid_times as IT
 from . import layout as L
 from . import model as M
 from .nwb_writer import UNIT_METRICS, session_start, write_lfp_nwb, write_session_nwb
@@ -29,22 +31,26 @@ STIMULUS_START = 20.0  # s; LFP timestamps start near 13.6 s as in the real file
 
 
 def manifest() -> dict:
-    """``manifest.json`` exactly as the real cache's (version 0.3.0)."""
-    entries = [
+    """``manifest.json`` exactly as AllenSDK 2.16's ``EcephysProjectCache`` writes it (version
+    0.3.0): every key its cache resolves paths with, in its order."""
+    def entry(key: str, kind: str, spec: str, parent: str = "BASEDIR") -> dict:
+        return {"key": key, "type": kind, "spec": spec, "parent_key": parent}
+
+    return {"manifest": [
         {"type": "manifest_version", "value": "0.3.0"},
         {"key": "BASEDIR", "type": "dir", "spec": "."},
-    ]
-    for key, spec in [("sessions", "sessions.csv"), ("probes", "probes.csv"),
-                      ("channels", "channels.csv"), ("units", "units.csv")]:
-        entries.append({"key": key, "type": "file", "spec": spec, "parent_key": "BASEDIR"})
-    entries += [
-        {"key": "session_data", "type": "dir", "spec": "session_%d", "parent_key": "BASEDIR"},
-        {"key": "session_nwb", "type": "file", "spec": "session_%d.nwb",
-         "parent_key": "session_data"},
-        {"key": "probe_lfp_nwb", "type": "file", "spec": "probe_%d_lfp.nwb",
-         "parent_key": "session_data"},
-    ]
-    return {"manifest": entries}
+        *(entry(k, "file", f"{k}.csv") for k in ("sessions", "probes", "channels", "units")),
+        entry("session_data", "dir", "session_%d"),
+        entry("session_nwb", "file", "session_%d.nwb", "session_data"),
+        entry("session_analysis_metrics", "file", "session_%d_analysis_metrics.csv",
+              "session_data"),
+        entry("probe_lfp_nwb", "file", "probe_%d_lfp.nwb", "session_data"),
+        entry("movie_dir", "dir", "natural_movie_templates"),
+        entry("typewise_analysis_metrics", "file", "%s_analysis_metrics.csv"),
+        entry("natural_movie", "file", "natural_movie_%d.h5", "movie_dir"),
+        entry("natural_scene_dir", "dir", "natural_scene_templates"),
+        entry("natural_scene", "file", "natural_scene_%d.tiff", "natural_scene_dir"),
+    ]}
 
 
 def _mean_waveform(peak: int, amplitude_uv: float) -> np.ndarray:
@@ -78,10 +84,14 @@ def _session_task(args: tuple) -> dict:
         "genotype": str(rng.choice(C.GENOTYPES)),
     }
     start = session_start(s_index)
+    # invalid intervals in the last session of a multi-session cache (the first stays clean)
+    invalid = (IT.plant(session_id, probes, tables)
+               if preset.n_sessions > 1 and s_index == preset.n_sessions - 1 else None)
+    inv_rng = np.random.default_rng([preset.seed, s_index, 24])  # leaves the main stream as is
 
     # ---- units and spikes
     flash = {fam: model.flash_drive(fam) for fam in ("visual", "thalamus", "hippocampus")}
-    unit_rows, spikes, amps, waves, truths = [], [], [], [], {}
+    unit_rows, spikes, amps, waves, truths, metric_rows = [], [], [], [], {}, {}
     uid = 950_000_000 + s_index * 100_000
     for p_i, p in enumerate(probes):
         in_brain = np.flatnonzero(p.acronyms != "")
@@ -98,15 +108,22 @@ def _session_task(args: tuple) -> dict:
                 unit_id=uid, area=area, base_rate=float(np.exp(rng.normal(1.3, 0.5))),
                 preferred_orientation=(float(rng.choice(L_ORI)) if fam == "visual" else None),
                 flash_responsive=fam in M.FLASH_LATENCY and rng.random() < 0.8, quality=quality)
-            st = M.spikes_from_rate(M.unit_rate(model, truth, flash[fam or "hippocampus"]),
-                                    model.t0, rng)
+            rate = M.unit_rate(model, truth, flash[fam or "hippocampus"])
+            st = M.spikes_from_rate(rate, model.t0, rng)
+            if quality == "good":
+                metric_rows[uid] = AM.unit_metrics(rate, model, truth)
+            del rate
             metrics = C.unit_metrics(rng, quality, fail)
+            amp = metrics["amplitude"] * 1e-6 * rng.lognormal(0, 0.2, st.size)
+            if invalid is not None:
+                keep = IT.spike_mask(st, IT.probe_intervals(invalid, p), inv_rng)
+                st, amp = st[keep], amp[keep]
             metrics["firing_rate"] = st.size / duration
             unit_rows.append({"id": uid, "cluster_id": local_unit + 3 * p_i,
                               "local_index": local_unit, "peak_channel_id": int(p.channel_ids[ch]),
                               "quality": quality, **metrics})
             spikes.append(st)
-            amps.append(metrics["amplitude"] * 1e-6 * rng.lognormal(0, 0.2, st.size))
+            amps.append(amp)
             waves.append(_mean_waveform(ch, metrics["amplitude"]))
             truths[str(uid)] = {**asdict(truth), "probe_id": p.probe_id, "fails_filter": fail,
                                 "n_spikes": int(st.size)}
@@ -120,8 +137,11 @@ def _session_task(args: tuple) -> dict:
     folder = os.path.join(out_dir, f"session_{session_id}")
     os.makedirs(folder, exist_ok=True)
     write_session_nwb(os.path.join(folder, f"session_{session_id}.nwb"), session_id, meta,
-                      probes, units, spikes, amps, waves, tables, (rt, speed), start)
+                      probes, units, spikes, amps, waves, tables, (rt, speed), start,
+                      invalid_times=invalid)
     del spikes, amps, waves
+    metrics = AM.table(metric_rows)
+    metrics.to_csv(os.path.join(folder, f"session_{session_id}_analysis_metrics.csv"))
 
     lfp_truth = {}
     for p in probes:
@@ -132,7 +152,8 @@ def _session_task(args: tuple) -> dict:
         n = int((duration - t0) * fs)
         ts = t0 + np.arange(n) / fs
         synth = M.LFPSynthesizer(model, p.acronyms[p.lfp_local_indices], t0, fs,
-                                 seed=int(rng.integers(2**31)))
+                                 seed=int(rng.integers(2**31)),
+                                 corrupt=IT.lfp_corruption(IT.probe_intervals(invalid, p)))
         write_lfp_nwb(os.path.join(folder, f"probe_{p.probe_id}_lfp.nwb"), session_id, meta, p,
                       synth, ts, start)
         lfp_truth[str(p.probe_id)] = {"sampling_rate": fs, "n_samples": n, "t0": t0,
@@ -146,9 +167,12 @@ def _session_task(args: tuple) -> dict:
     unit_csv = unit_csv[C.UNITS_CSV_COLUMNS]
     return {
         "session": session_row, "probes": probe_rows, "channels": channel_rows,
-        "units": unit_csv.to_dict("records"),
+        "units": unit_csv.to_dict("records"), "session_type": meta["session_type"],
+        "analysis_metrics": metrics,
         "truth": {"session_id": session_id, "duration": duration, "areas": areas,
                   "units": truths, "lfp": lfp_truth,
+                  "invalid_times": ([] if invalid is None else
+                                    invalid.to_dict("records")),
                   "stimulus_counts": {k: int(len(v)) for k, v in tables.items()}},
     }
 
@@ -162,7 +186,7 @@ def _ground_truth_header(preset: Preset) -> dict:
     if not preset.release_catalog:  # caches generated before the knob existed stay reusable
         knobs.pop("release_catalog")
     return {
-        "generator": {"preset": knobs, "format_version": 6},
+        "generator": {"preset": knobs, "format_version": 7},
         "rhythms": {fam: {"frequency_hz": f, "amplitude_v": a}
                     for fam, (f, a) in M.RHYTHM.items()},
         "gamma_grating_power_gain": M.GAMMA_GRATING_GAIN ** 2,
@@ -251,6 +275,11 @@ def generate_cache(url: str, preset: str | Preset = "tiny", *, reuse: bool = Tru
             rows["units"] = units
         for key, table in rows.items():
             pd.DataFrame(table).to_csv(os.path.join(out_dir, f"{key}.csv"), index=False)
+        # <session_type>_analysis_metrics.csv: one per session type in the sessions table
+        for kind in sorted({str(r["session_type"]) for r in rows["sessions"]}):
+            parts = [r["analysis_metrics"] for r in results if r["session_type"] == kind]
+            typewise = pd.concat(parts) if parts else AM.table({})
+            typewise.to_csv(os.path.join(out_dir, f"{kind}_analysis_metrics.csv"))
         with open(os.path.join(out_dir, "manifest.json"), "w") as f:
             json.dump(manifest(), f, indent=2)
         truth = {**header, "sessions": {str(r["truth"]["session_id"]): r["truth"]

@@ -160,9 +160,15 @@ class LFPSynthesizer:
     BACKGROUND_V = 40e-6
     COMMON_V = 25e-6
 
+    #: Full scale of the int16 LFP (V): where gain-fluctuation artefacts saturate.
+    SATURATION_V = 32767 * 0.195e-6
+
     def __init__(self, model: SessionModel, acronyms: np.ndarray, timestamps_t0: float,
-                 fs: float, seed: int):
+                 fs: float, seed: int,
+                 corrupt: list[tuple[float, float, str]] | None = None):
         self.model = model
+        #: ``(start, stop, 'saturate' | 'flat')``: invalid intervals (``invalid_times.py``)
+        self.corrupt = corrupt or []
         self.acronyms = acronyms
         self.fs = fs
         self.t0 = timestamps_t0
@@ -208,6 +214,12 @@ class LFPSynthesizer:
             rhythm = amp * envelope * np.sin(phi)
             cols = self.acronyms == area
             out[:, cols] += rhythm[:, None] * self.depth_gain[cols][None, :]
+        for a, b, kind in self.corrupt:
+            inside = (t >= a) & (t <= b)
+            if inside.any():
+                out[inside] = (0.0 if kind == "flat" else
+                               np.clip(out[inside] * 200.0, -self.SATURATION_V,
+                                       self.SATURATION_V))
         self.pos = stop
         # Real LFP is int16 × 0.195 µV stored as float32 volts: quantize the same way.
         q = 0.195e-6

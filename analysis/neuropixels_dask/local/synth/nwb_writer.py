@@ -109,8 +109,11 @@ def write_session_nwb(path: str, session_id: int, meta: dict, probes: list[Probe
                       units: pd.DataFrame, spike_times: list[np.ndarray],
                       spike_amplitudes: list[np.ndarray], waveforms: list[np.ndarray],
                       tables: dict[str, pd.DataFrame],
-                      running: tuple[np.ndarray, np.ndarray], start: datetime) -> None:
-    """Write ``session_<id>.nwb``: probes, electrodes, units (ragged spikes), stimuli, running."""
+                      running: tuple[np.ndarray, np.ndarray], start: datetime,
+                      invalid_times: pd.DataFrame | None = None) -> None:
+    """Write ``session_<id>.nwb``: probes, electrodes, units (ragged spikes), stimuli, running,
+    and ``/intervals/invalid_times`` when there are any (``start_time, stop_time, tags``, as
+    AllenSDK's ``add_invalid_times`` writes it)."""
     nwb = _new_file(session_id, "Data and metadata for an Ecephys session", start, meta)
     groups = _add_probes(nwb, probes)
     _add_electrodes(nwb, probes, groups)
@@ -146,6 +149,13 @@ def write_session_nwb(path: str, session_id: int, meta: dict, probes: list[Probe
                             tags=["stimulus_time_interval"], id=int(pid),
                             **{c: row[c] for c in extra})
         nwb.add_time_intervals(ti)
+
+    if invalid_times is not None and len(invalid_times):
+        container = TimeIntervals(name="invalid_times",
+                                  description="Time intervals during which data is invalid")
+        for a, b, tags in invalid_times.itertuples(index=False):
+            container.add_interval(start_time=float(a), stop_time=float(b), tags=list(tags))
+        nwb.invalid_times = container
 
     # /processing/running/running_speed
     ts, speed = running
