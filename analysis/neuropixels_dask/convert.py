@@ -273,6 +273,8 @@ def source_tables(reader: nwb.NWBSessionReader) -> dict[str, pd.DataFrame]:
     tables = {"probes": reader.probes(), "channels": reader.channels(), "units": reader.units(),
               zs.RUNNING_TABLE: reader.running_speed()}
     inv = reader.invalid_times()
+    if "tags" in inv:  # a list per row: stored as its JSON text, parsed back by the reader
+        inv = inv.assign(tags=[json.dumps([str(t) for t in tags]) for tags in inv["tags"]])
     tables[zs.INVALID_TIMES_TABLE] = inv
     for name, t in reader.stimulus_tables().items():
         tables[zs.stimulus_group_path(name)] = t
@@ -445,6 +447,16 @@ class SessionConversion:
         self.spike_index = reader.spike_index().astype(np.int64)
         self.spikes_src = reader.spike_source()
         self.n_spikes = int(self.spike_index[-1]) if len(self.spike_index) else 0
+        meta = reader.session_metadata()
+        self.session_metadata = {k: (v.isoformat() if k == "session_start_time" else
+                                     (v.item() if hasattr(v, "item") else v))
+                                 for k, v in meta.items()}
+        rig = reader.rig_metadata()
+        self.rig_metadata = None if rig is None else {
+            "equipment": rig["equipment"],
+            "geometry": {c.rsplit("_", 1)[0]: {"values": rig["geometry"][c].tolist(),
+                                               "unit": c.rsplit("_", 1)[1]}
+                         for c in rig["geometry"].columns}}
         self.lfp_src: dict[int, LFPSource] = {}
         for pid, row in self.tables["probes"].iterrows():
             try:
@@ -467,7 +479,9 @@ class SessionConversion:
                      "layout": dataclasses.asdict(self.layout), "lfp": old.get("lfp", {}),
                      "stimulus_tables": [n.split("/", 1)[1] for n in self.tables
                                          if n.startswith("stimulus/")],
-                     "tables": list(self.tables)}
+                     "tables": list(self.tables),
+                     "session_metadata": self.session_metadata,
+                     "rig_metadata": self.rig_metadata}
         self._save_info()
         if "tables" not in _markers(self.progress_url, self.options):
             write_tables(self.url, self.options, self.tables, self.layout,

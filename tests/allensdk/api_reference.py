@@ -3,7 +3,7 @@
 and property of it and of its ``EcephysSession`` returns, for ``tests/test_allensdk_api_parity.py``
 to compare with ``neuropixels_dask`` on the same files.
 
-Usage: python api_reference.py CACHE_FOLDER OUT_FILE
+Usage: python api_reference.py CACHE_FOLDER OUT_FILE [SESSION_ID ...]   (default: every session)
 
 ``OUT_FILE`` is a pickle (protocol 4) of ``{"names": {...}, "results": {key: record}}``:
 - ``names``: the public names of AllenSDK's two classes (``dir()`` of the installed classes, plus
@@ -22,7 +22,6 @@ import warnings
 warnings.simplefilter("ignore")
 
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 import xarray as xr  # noqa: E402
 from allensdk.brain_observatory.ecephys.ecephys_project_api import (  # noqa: E402
     EcephysProjectFixedApi,
@@ -82,8 +81,8 @@ record("cache.get_all_sexes()", cache.get_all_sexes)
 record("cache.get_structure_acronyms()", cache.get_structure_acronyms)
 
 sessions = cache.get_session_table()
-session_ids = [int(s) for s in sessions.index]
-for sid in session_ids:
+session_ids = [int(a) for a in sys.argv[3:]] or [int(s) for s in sessions.index]
+def record_session(sid):
     s = cache.get_session_data(sid)
     p = f"session[{sid}]."
     for name in ("ecephys_session_id", "session_start_time", "units", "probes", "channels",
@@ -124,8 +123,9 @@ for sid in session_ids:
                lambda ch=ch: s.channel_structure_intervals(ch[::-1]))
     for pid in s.probes.index[s.probes["has_lfp_data"]]:
         record(p + f"get_lfp({pid})", lambda pid=pid: s.get_lfp(pid))
-        record(p + f"get_lfp({pid},mask_invalid_intervals=False)",
-               lambda pid=pid: s.get_lfp(pid, mask_invalid_intervals=False))
+    pid = s.probes.index[s.probes["has_lfp_data"]][0]
+    record(p + f"get_lfp({pid},mask_invalid_intervals=False)",
+           lambda pid=pid: s.get_lfp(pid, mask_invalid_intervals=False))
     uids = s.units.index.values
     record(p + "spike_times(first 5)", lambda: {int(u): s.spike_times[u] for u in uids[:5]})
     record(p + "spike_times(keys)", lambda: sorted(int(u) for u in s.spike_times))
@@ -142,6 +142,11 @@ for sid in session_ids:
            lambda: s.presentationwise_spike_times(flashes, uids))
     record(p + "conditionwise_spike_statistics(flashes)",
            lambda: s.conditionwise_spike_statistics(flashes, uids))
+    return s
+
+
+for sid in session_ids:
+    s = record_session(sid)
 
 names = {
     "EcephysProjectCache": sorted(n for n in dir(EcephysProjectCache) if not n.startswith("_")),

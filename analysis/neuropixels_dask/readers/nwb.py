@@ -16,6 +16,7 @@ import contextlib
 import struct
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, wait
+from datetime import datetime
 
 import h5py
 import numpy as np
@@ -25,7 +26,7 @@ from .. import config, inflate, storage
 from ..caching import ProcessCache
 from ..errors import CacheNotFoundError, InvalidFileError, NoLFPError
 from . import chunkindex
-from .base import LFPSource, SessionReader, SpikeSource
+from .base import RIG_GEOMETRY, LFPSource, SessionReader, SpikeSource, rig_geometry
 
 H5Z_DEFLATE, H5Z_SHUFFLE, H5Z_FLETCHER32 = 1, 2, 3
 SUPPORTED_FILTERS = {H5Z_DEFLATE, H5Z_SHUFFLE, H5Z_FLETCHER32}
@@ -180,7 +181,45 @@ class NWBSessionReader(SessionReader):
             g = f.get("intervals/invalid_times")
             if g is None:
                 return super().invalid_times()
-            return read_table(g)
+            table = read_table(g)
+            if "tags" in g and "tags_index" in g:  # ragged: [scope, scope id, label] per row
+                tags = _decode(g["tags"][()])
+                ends = g["tags_index"][()].astype(np.int64)
+                starts = np.concatenate([[0], ends[:-1]])
+                table["tags"] = pd.Series([np.asarray(tags[a:b], dtype=object)
+                                           for a, b in zip(starts, ends, strict=True)],
+                                          index=table.index, dtype=object)
+            return table
+
+    def session_metadata(self) -> dict:
+        with self._file() as f:
+            subject = f.get("general/subject")
+            attrs = subject.attrs if subject is not None else {}
+
+            def text(path: str) -> str | None:
+                return _str(f[path][()]) if path in f else None
+
+            return {
+                "specimen_name": _plain(attrs.get("specimen_name")),
+                "age_in_days": _plain(attrs.get("age_in_days")),
+                "full_genotype": text("general/subject/genotype"),
+                "strain": text("general/subject/strain"),
+                "sex": text("general/subject/sex"),
+                "stimulus_name": text("general/stimulus"),
+                "subject_id": text("general/subject/subject_id"),
+                "age": text("general/subject/age"),
+                "species": text("general/subject/species"),
+                "session_start_time": datetime.fromisoformat(text("session_start_time")),
+            }
+
+    def rig_metadata(self) -> dict | None:
+        with self._file() as f:
+            g = f.get("processing/eye_tracking_rig_metadata/eye_tracking_rig_metadata")
+            if g is None:
+                return None
+            values = {name: (g[name][()].tolist(), _str(g[name].attrs.get("unit", "")))
+                      for name in RIG_GEOMETRY}
+            return {"geometry": rig_geometry(values), "equipment": _str(g.attrs["equipment"])}
 
     def running_speed(self) -> pd.DataFrame:
         with self._file() as f:
@@ -189,7 +228,10 @@ class NWBSessionReader(SessionReader):
                 return pd.DataFrame(columns=["start_time", "end_time", "velocity"])
             ts = g["timestamps"][()]
             v = g["data"][()]
-        end = np.append(ts[1:], ts[-1] + (ts[-1] - ts[-2] if ts.size > 1 else 0.0))
+            ends = f.get("processing/running/running_speed_end_times/timestamps")
+            end = ends[()] if ends is not None else None
+        if end is None:  # older files: each sample ends where the next begins
+            end = np.append(ts[1:], ts[-1] + (ts[-1] - ts[-2] if ts.size > 1 else 0.0))
         return pd.DataFrame({"start_time": ts, "end_time": end, "velocity": v})
 
     def lfp_source(self, probe_id: int, probe_name: str) -> LFPSource:
@@ -268,6 +310,11 @@ def open_session_reader(session_url: str, session_id: int,
 
 def _str(v) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _plain(v):
+    """An HDF5 attribute value as Python/NumPy scalar text or number (``None`` if absent)."""
+    return v.decode() if isinstance(v, bytes) else v
 
 
 def _filters(ds: h5py.Dataset) -> tuple:

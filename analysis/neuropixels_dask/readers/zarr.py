@@ -32,8 +32,10 @@ which the writer (``convert``) shares; this module only reads.
 from __future__ import annotations
 
 import copy
+import json
 import threading
 import warnings
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -44,7 +46,7 @@ from .. import storage
 from .. import zarrstore as zs
 from ..caching import ProcessCache
 from ..errors import CacheNotFoundError, DamagedStoreError, InvalidFileError, NoLFPError
-from .base import LFPSource, SessionReader, SpikeSource
+from .base import LFPSource, SessionReader, SpikeSource, rig_geometry
 
 #: a read wanting more inner chunks than this of one shard fetches the whole shard object
 WHOLE_SHARD_MIN_CHUNKS = 4
@@ -206,10 +208,33 @@ class ZarrSessionReader(SessionReader):
     def invalid_times(self) -> pd.DataFrame:
         if zs.INVALID_TIMES_TABLE not in self._info.get("tables", []):
             return super().invalid_times()
-        return self._table(zs.INVALID_TIMES_TABLE)
+        table = self._table(zs.INVALID_TIMES_TABLE)
+        if "tags" in table:  # stored as JSON text (convert.source_tables)
+            table["tags"] = pd.Series([np.asarray(json.loads(t), dtype=object)
+                                       for t in table["tags"]], index=table.index, dtype=object)
+        return table
 
     def running_speed(self) -> pd.DataFrame:
         return self._table(zs.RUNNING_TABLE)
+
+    def _session_info(self, key: str):
+        if key not in self._info:
+            raise InvalidFileError(
+                f"{self.store_url} was converted before the session's metadata were kept in "
+                "the store; rerun `neuropixels-dask convert` for this session to add them.")
+        return self._info[key]
+
+    def session_metadata(self) -> dict:
+        meta = dict(self._session_info("session_metadata"))
+        meta["session_start_time"] = datetime.fromisoformat(meta["session_start_time"])
+        return meta
+
+    def rig_metadata(self) -> dict | None:
+        rig = self._session_info("rig_metadata")
+        if rig is None:
+            return None
+        values = {k: (v["values"], v["unit"]) for k, v in rig["geometry"].items()}
+        return {"geometry": rig_geometry(values), "equipment": rig["equipment"]}
 
     def lfp_source(self, probe_id: int, probe_name: str) -> LFPSource:
         path = zs.lfp_group_path(probe_id)

@@ -164,6 +164,12 @@ def write_session_nwb(path: str, session_id: int, meta: dict, probes: list[Probe
                                                            compression="gzip"),
                        timestamps=H5DataIO(ts, compression="gzip"), unit="cm/s",
                        description="Running speed of the animal on the wheel"))
+    # each sample's end time, as the real files keep it (AllenSDK's running_speed reads it)
+    ends = np.append(ts[1:], ts[-1] + (ts[-1] - ts[-2] if ts.size > 1 else 0.0))
+    mod.add(TimeSeries(name="running_speed_end_times",
+                       data=H5DataIO(speed.astype(np.float32), compression="gzip"),
+                       timestamps=H5DataIO(ends, compression="gzip"), unit="cm/s",
+                       description="Running speed, stamped at each sample's end"))
     with NWBHDF5IO(path, "w") as io:
         io.write(nwb, cache_spec=True)
     _legacy_electrodes_type(path)
