@@ -40,9 +40,11 @@ SESSION_UNIT_RENAMES = {
 }
 
 #: stimulus parameters AllenSDK hides unless ``include_detailed_parameters=True``
-DETAILED_STIMULUS_PARAMETERS = ("colorSpaceString", "depth", "flipHoriz", "flipVert",
-                                "interpolate", "mask", "opacity", "pos", "rgbPedestal", "tex",
-                                "texRes", "units")
+#: (``EcephysSession.DETAILED_STIMULUS_PARAMETERS``)
+DETAILED_STIMULUS_PARAMETERS = ("colorSpace", "flipHoriz", "flipVert", "depth", "interpolate",
+                                "mask", "opacity", "rgbPedestal", "tex", "texRes", "units", "rgb",
+                                "signalDots", "noiseDots", "fieldSize", "fieldShape", "fieldPos",
+                                "nDots", "dotSize", "dotLife", "color_triplet")
 
 #: columns ``EcephysProjectCache`` hides unless ``suppress`` is given (its ``SUPPRESS_FROM_*``)
 SUPPRESS_FROM_UNITS = ("air_channel_index", "surface_channel_index", "has_nwb",
@@ -95,3 +97,5 @@ INVALID_PRESENTATION = "invalid_presentation"
 #: invalid-interval tags: every probe (LFP and spikes), and stimulus-locked analyses
 ALL_PROBES_TAG = "all_probes"
 STIMULUS_TAG = "stimulus"
+#: the stimulus table's first columns (AllenSDK's ``enforce_df_column_order``)
+STIMULUS_LEADING_COLUMNS = ("stimulus_block", "start_time", "stop_time")

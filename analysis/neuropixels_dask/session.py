@@ -190,8 +190,7 @@ class EcephysSession:
         df = pd.concat([t for _, t in sorted(tables.items())], sort=False)
         df = df.sort_index(kind="stable")
         df.index.name = "stimulus_presentation_id"
-        df = df.drop(columns=["stimulus_index"], errors="ignore")
-        df = df.astype(object).replace("", NULL).fillna(NULL)
+        df = T.allensdk_stimulus_values(df.drop(columns=["stimulus_index"], errors="ignore"))
         for col in ("start_time", "stop_time"):
             df[col] = df[col].astype(np.float64)
         if "stimulus_block" in df:
@@ -356,7 +355,9 @@ class EcephysSession:
 
     @property
     def structurewise_unit_counts(self) -> pd.Series:
-        return self.units["ecephys_structure_acronym"].value_counts()
+        counts = self.units["ecephys_structure_acronym"].value_counts()
+        counts.name, counts.index.name = "ecephys_structure_acronym", None  # pandas < 2 names
+        return counts
 
     @property
     def metadata(self) -> dict[str, Any]:

@@ -8,6 +8,8 @@ answer here; they are kept apart from ``session.py`` because they read nothing.
 
 from __future__ import annotations
 
+import ast
+import re
 from collections.abc import Collection, Sequence
 
 import numpy as np
@@ -157,3 +159,38 @@ def mask_invalid_presentations(presentations: pd.DataFrame,
         out.loc[hit, name] = np.nan
     out.loc[hit, "stimulus_name"] = allen.INVALID_PRESENTATION
     return out
+
+
+#: a colour written as an RGB triplet (``[1.0, 1.0, 1.0]``), which AllenSDK moves from ``color``
+#: to ``color_triplet`` (``color`` keeps the ±1 contrast sign of flashes)
+COLOR_TRIPLET = re.compile(r"\[(-{0,1}\d*\.\d*,\s*)*(-{0,1}\d*\.\d*)\]")
+
+
+def allensdk_stimulus_values(table: pd.DataFrame) -> pd.DataFrame:
+    """The concatenated stimulus tables with AllenSDK's values and leading columns.
+
+    As AllenSDK's ``EcephysNwbSessionApi`` / ``EcephysSession`` build them: RGB triplets move from
+    ``color`` to a ``color_triplet`` column and the remaining colours are parsed as numbers;
+    numeric parameters holding only 0 and 1 are booleans; a missing value or empty text is
+    ``'null'``; ``stimulus_block``, ``start_time``, ``stop_time`` come first (AllenSDK orders the
+    other columns by a Python set, so their order differs from run to run there; here they keep the
+    files' order).
+    """
+    table = table.copy()
+    if "color" in table:
+        color = table["color"].astype(object).where(table["color"].notna(), "")
+        triplet = color.astype(str).str.match(COLOR_TRIPLET)
+        if "color_triplet" not in table:
+            table["color_triplet"] = ""
+        table.loc[triplet, "color_triplet"] = color[triplet]
+        color = color.where(~triplet, "")
+        table["color"] = [ast.literal_eval(v) if isinstance(v, str) and v != "" else v
+                          for v in color]
+    for name in table.columns:
+        col = table[name]
+        if col.dtype.kind == "f" and not name.endswith("_index") \
+                and set(col.dropna().unique()) <= {0.0, 1.0} and col.notna().any():
+            table[name] = col.map(lambda v: v if pd.isna(v) else bool(v)).astype(object)
+    table = table.astype(object).replace("", NULL).fillna(NULL)
+    lead = [c for c in allen.STIMULUS_LEADING_COLUMNS if c in table.columns]
+    return table[lead + [c for c in table.columns if c not in lead]]
