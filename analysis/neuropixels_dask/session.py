@@ -420,8 +420,7 @@ class EcephysSession:
                                       channel_ids=channel_ids, exact_timestamps=exact_timestamps)
         if not mask_invalid_intervals:
             return lfp
-        tags = [allen.ALL_PROBES_TAG, str(self._probe_row(probe_id)["description"])]
-        bad = T.invalid_times_tagged(self.invalid_times, tags)
+        bad = T.probe_invalid_times(self.invalid_times, self._probe_row(probe_id)["description"])
         if bad.empty:
             return lfp
         valid = T.valid_time_mask(lfp["time"].to_numpy(), bad)

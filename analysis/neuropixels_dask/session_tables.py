@@ -126,6 +126,31 @@ def invalid_times_tagged(invalid_times: pd.DataFrame, tags: Collection[str]) -> 
     return invalid_times[keep.astype(bool)]
 
 
+def probe_invalid_times(invalid_times: pd.DataFrame, probe_name: str) -> pd.DataFrame:
+    """The invalid intervals of one probe's data: tagged ``all_probes`` or with its name (what
+    AllenSDK's ``get_lfp`` masks)."""
+    return invalid_times_tagged(invalid_times, [allen.ALL_PROBES_TAG, str(probe_name)])
+
+
+def subtract_intervals(intervals: np.ndarray, invalid: pd.DataFrame) -> np.ndarray:
+    """``[start, stop)`` time intervals ``(k, 2)`` without the invalid ``[start, stop]`` ones
+    (ends included, as AllenSDK masks them): what is left, as ``(k', 2)``."""
+    pieces = [tuple(iv) for iv in np.asarray(intervals, dtype=np.float64).reshape(-1, 2)]
+    for c, d in zip(invalid["start_time"], invalid["stop_time"], strict=True):
+        after = float(np.nextafter(d, np.inf))
+        cut = []
+        for a, b in pieces:
+            if b <= c or a > d:
+                cut.append((a, b))
+                continue
+            if a < c:
+                cut.append((a, c))
+            if after < b:
+                cut.append((after, b))
+        pieces = cut
+    return np.array(pieces, dtype=np.float64).reshape(-1, 2)
+
+
 def valid_time_mask(times: np.ndarray, intervals: pd.DataFrame) -> np.ndarray:
     """``False`` where a time lies inside an interval (ends included), else ``True``."""
     ok = np.ones(len(times), dtype=bool)

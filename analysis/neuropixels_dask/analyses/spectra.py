@@ -14,6 +14,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from .. import session_tables as T
 from ..kernels import segment_psd as K
 
 ALL = "all"
@@ -30,6 +31,12 @@ def stimulus_intervals(session, stimuli: list[str] | None = None) -> dict[str, n
         rows = sp[sp["stimulus_name"] == name]
         out[name] = rows[["start_time", "stop_time"]].to_numpy(np.float64)
     return out
+
+
+def _covered_s(intervals: np.ndarray, times: np.ndarray) -> float:
+    """Seconds of the recording ``times`` that the ``(k, 2)`` intervals cover."""
+    iv = np.clip(np.asarray(intervals, dtype=np.float64).reshape(-1, 2), times[0], times[-1])
+    return float(np.clip(iv[:, 1] - iv[:, 0], 0, None).sum())
 
 
 def _block_sums(block, start, seg):
@@ -61,8 +68,12 @@ def lfp_spectra(session, probe_id: int, stimuli: list[str] | None = None, *,
     of the selected samples (in their float32 precision) whatever the blocks; a stimulus
     counts the grid segments lying inside its presentations, back-to-back presentations
     merged. ``n_segments`` (per stimulus) says how much data each spectrum rests on.
+
+    The session's invalid intervals for this probe (tagged ``all_probes`` or with its name, those
+    AllenSDK's ``get_lfp`` masks) are left out: no segment overlaps one, and
+    ``invalid_s_skipped`` (per stimulus) says how many seconds of its intervals that removed.
     """
-    lfp = session.get_lfp(probe_id, time_range=time_range)
+    lfp = session.get_lfp(probe_id, mask_invalid_intervals=False, time_range=time_range)
     fs = float(lfp.attrs["sampling_rate"])
     nperseg = int(round(seconds_per_segment * fs))
     step = max(1, int(round(nperseg * (1 - overlap))))
@@ -70,6 +81,11 @@ def lfp_spectra(session, probe_id: int, stimuli: list[str] | None = None, *,
     times = lfp.time.values
     if include_all:
         intervals = {ALL: np.array([[times[0], times[-1] + 1.0 / fs]]), **intervals}
+    bad = T.probe_invalid_times(session.invalid_times,
+                                session.probes.loc[int(probe_id), "description"])
+    valid = {k: T.subtract_intervals(v, bad) for k, v in intervals.items()}
+    skipped = [_covered_s(intervals[k], times) - _covered_s(valid[k], times) for k in intervals]
+    intervals = valid
     labels = list(intervals)
     seg = K.labelled_segmenting(times, intervals, nperseg, step, WINDOW)
     blocks = lfp.data.to_delayed().ravel()
@@ -85,7 +101,8 @@ def lfp_spectra(session, probe_id: int, stimuli: list[str] | None = None, *,
     freqs = np.arange(n_freq) / seconds_per_segment
     coords = {k: v for k, v in lfp.coords.items() if v.dims == ("channel",)}
     coords.update({"stimulus": labels, "frequency": ("frequency", freqs, {"units": "Hz"}),
-                   "n_segments": ("stimulus", counts)})
+                   "n_segments": ("stimulus", counts),
+                   "invalid_s_skipped": ("stimulus", np.asarray(skipped), {"units": "s"})})
     return xr.DataArray(psd, dims=("stimulus", "frequency", "channel"), coords=coords,
                         name="psd", attrs={"units": "V²/Hz", "probe_id": int(probe_id),
                                            "session_id": session.ecephys_session_id,
