@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import allen, config, storage
+from . import allen, config, release_files, storage
 from .allen import CACHE_UNIT_RENAMES, DEFAULT_UNIT_FILTERS
 from .caching import ProcessCache
 from .errors import CacheNotFoundError, InvalidFileError, UnknownSessionError
@@ -317,6 +317,29 @@ class EcephysProjectCache:
         unit_filter_values(**unit_filters)  # validate early
         return EcephysSession.open(self, sid, filter_by_validity=filter_by_validity,
                                    **unit_filters)
+
+    # ---- analysis metrics and stimulus templates (release_files.py) -------------------------
+    def get_unit_analysis_metrics_for_session(self, session_id: int, annotate: bool = True,
+                                              filter_by_validity: bool = True,
+                                              **unit_filter_kwargs: Any) -> pd.DataFrame:
+        """The release's stimulus metrics of the session's units (``pref_ori_dg``, …); with
+        ``annotate``, merged onto ``get_units()`` as AllenSDK does."""
+        return release_files.unit_analysis_metrics_for_session(
+            self, session_id, annotate, filter_by_validity, unit_filter_kwargs)
+
+    def get_unit_analysis_metrics_by_session_type(self, session_type: str, annotate: bool = True,
+                                                  filter_by_validity: bool = True,
+                                                  **unit_filter_kwargs: Any) -> pd.DataFrame:
+        """The release's stimulus metrics of every unit of a session type."""
+        return release_files.unit_analysis_metrics_by_session_type(
+            self, session_type, annotate, filter_by_validity, unit_filter_kwargs)
+
+    def get_natural_scene_template(self, number: int) -> np.ndarray:
+        return release_files.natural_scene_template(self, number)
+
+    def get_natural_movie_template(self, number: int):
+        """Frames of natural movie ``number`` as a lazy Dask array (AllenSDK: in memory)."""
+        return release_files.natural_movie_template(self, number)
 
 
 def as_id(value: Any, what: str, error: type[Exception]) -> int:

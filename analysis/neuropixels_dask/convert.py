@@ -451,12 +451,6 @@ class SessionConversion:
         self.session_metadata = {k: (v.isoformat() if k == "session_start_time" else
                                      (v.item() if hasattr(v, "item") else v))
                                  for k, v in meta.items()}
-        rig = reader.rig_metadata()
-        self.rig_metadata = None if rig is None else {
-            "equipment": rig["equipment"],
-            "geometry": {c.rsplit("_", 1)[0]: {"values": rig["geometry"][c].tolist(),
-                                               "unit": c.rsplit("_", 1)[1]}
-                         for c in rig["geometry"].columns}}
         self.lfp_src: dict[int, LFPSource] = {}
         for pid, row in self.tables["probes"].iterrows():
             try:
@@ -480,8 +474,7 @@ class SessionConversion:
                      "stimulus_tables": [n.split("/", 1)[1] for n in self.tables
                                          if n.startswith("stimulus/")],
                      "tables": list(self.tables),
-                     "session_metadata": self.session_metadata,
-                     "rig_metadata": self.rig_metadata}
+                     "session_metadata": self.session_metadata}
         self._save_info()
         if "tables" not in _markers(self.progress_url, self.options):
             write_tables(self.url, self.options, self.tables, self.layout,

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import allen
+from . import allen, session_extras
 from . import session_tables as T
 from .allen import DETAILED_STIMULUS_PARAMETERS, NULL, SESSION_UNIT_RENAMES
 from .catalog import apply_unit_filters, as_id
@@ -319,19 +319,6 @@ class EcephysSession:
     def session_type(self) -> str:
         return self._metadata["stimulus_name"]
 
-    @functools.cached_property
-    def _rig_metadata(self) -> dict[str, Any] | None:
-        return self.reader.rig_metadata()
-
-    @property
-    def rig_geometry_data(self) -> pd.DataFrame | None:
-        """Positions and rotations of monitor, camera and LED (``None``: not recorded)."""
-        return self._rig_metadata["geometry"] if self._rig_metadata else None
-
-    @property
-    def rig_equipment_name(self) -> str | None:
-        return self._rig_metadata["equipment"] if self._rig_metadata else None
-
     @property
     def num_units(self) -> int:
         return self._units_table.shape[0]
@@ -532,3 +519,40 @@ class EcephysSession:
         labels = ch["ecephys_structure_acronym" if "ecephys_structure_acronym" in ch
                     else "structure_acronym"].iloc[intervals[:-1]].to_numpy()
         return labels, intervals
+
+    # ---- waveforms, amplitudes, optotagging, eye tracking, CSD (session_extras.py) ----------
+    @functools.cached_property
+    def mean_waveforms(self) -> session_extras.MeanWaveforms:
+        """``unit_id → DataArray (channel_id, time)``, Dask-backed (AllenSDK: a dict)."""
+        return session_extras.MeanWaveforms(self)
+
+    @functools.cached_property
+    def spike_amplitudes(self) -> SpikeTimes:
+        """``unit_id → amplitudes (V)`` of every unit of the file, read per unit on access."""
+        return session_extras.spike_amplitudes(self)
+
+    @functools.cached_property
+    def optogenetic_stimulation_epochs(self) -> pd.DataFrame:
+        return session_extras.optogenetic_stimulation_epochs(self)
+
+    def get_current_source_density(self, probe_id: int) -> xr.DataArray:
+        """Flash-evoked CSD of the probe, ``CSD`` (virtual_channel_index, time), Dask-backed."""
+        return session_extras.current_source_density(self, probe_id)
+
+    def get_pupil_data(self) -> pd.DataFrame | None:
+        return session_extras.pupil_data(self)
+
+    def get_screen_gaze_data(self, include_filtered_data: bool = False) -> pd.DataFrame | None:
+        return session_extras.screen_gaze_data(self, include_filtered_data)
+
+    @functools.cached_property
+    def _rig_metadata(self) -> dict | None:
+        return session_extras.rig_metadata(self)
+
+    @property
+    def rig_geometry_data(self) -> pd.DataFrame | None:
+        return self._rig_metadata["geometry"] if self._rig_metadata else None
+
+    @property
+    def rig_equipment_name(self) -> str | None:
+        return self._rig_metadata["equipment"] if self._rig_metadata else None

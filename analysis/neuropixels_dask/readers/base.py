@@ -104,19 +104,4 @@ class SessionReader(ABC):
         ``age_in_days``, ``full_genotype``, ``strain``, ``sex``, ``stimulus_name`` (the session
         type), ``subject_id``, ``age``, ``species``, plus ``session_start_time`` (a datetime)."""
 
-    @abstractmethod
-    def rig_metadata(self) -> dict | None:
-        """``{"geometry": DataFrame (x, y, z rows), "equipment": str}`` of the eye-tracking rig,
-        ``None`` when the session has none (AllenSDK's ``get_rig_metadata``)."""
 
-
-#: the rig geometry's datasets, in AllenSDK's column order
-RIG_GEOMETRY = ("monitor_position", "camera_position", "led_position", "monitor_rotation",
-                "camera_rotation")
-
-
-def rig_geometry(values: dict[str, tuple[list, str]]) -> pd.DataFrame:
-    """AllenSDK's rig geometry table from ``{dataset: (x, y, z values, unit)}``: columns
-    ``<dataset>_<unit>``, rows ``x``, ``y``, ``z``."""
-    table = pd.DataFrame({f"{name}_{values[name][1]}": values[name][0] for name in RIG_GEOMETRY})
-    return table.rename(index={0: "x", 1: "y", 2: "z"})

@@ -26,7 +26,7 @@ from .. import config, inflate, storage
 from ..caching import ProcessCache
 from ..errors import CacheNotFoundError, InvalidFileError, NoLFPError
 from . import chunkindex
-from .base import RIG_GEOMETRY, LFPSource, SessionReader, SpikeSource, rig_geometry
+from .base import LFPSource, SessionReader, SpikeSource
 
 H5Z_DEFLATE, H5Z_SHUFFLE, H5Z_FLETCHER32 = 1, 2, 3
 SUPPORTED_FILTERS = {H5Z_DEFLATE, H5Z_SHUFFLE, H5Z_FLETCHER32}
@@ -211,15 +211,6 @@ class NWBSessionReader(SessionReader):
                 "species": text("general/subject/species"),
                 "session_start_time": datetime.fromisoformat(text("session_start_time")),
             }
-
-    def rig_metadata(self) -> dict | None:
-        with self._file() as f:
-            g = f.get("processing/eye_tracking_rig_metadata/eye_tracking_rig_metadata")
-            if g is None:
-                return None
-            values = {name: (g[name][()].tolist(), _str(g[name].attrs.get("unit", "")))
-                      for name in RIG_GEOMETRY}
-            return {"geometry": rig_geometry(values), "equipment": _str(g.attrs["equipment"])}
 
     def running_speed(self) -> pd.DataFrame:
         with self._file() as f:

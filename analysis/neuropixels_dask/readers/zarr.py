@@ -46,7 +46,7 @@ from .. import storage
 from .. import zarrstore as zs
 from ..caching import ProcessCache
 from ..errors import CacheNotFoundError, DamagedStoreError, InvalidFileError, NoLFPError
-from .base import LFPSource, SessionReader, SpikeSource, rig_geometry
+from .base import LFPSource, SessionReader, SpikeSource
 
 #: a read wanting more inner chunks than this of one shard fetches the whole shard object
 WHOLE_SHARD_MIN_CHUNKS = 4
@@ -229,12 +229,6 @@ class ZarrSessionReader(SessionReader):
         meta["session_start_time"] = datetime.fromisoformat(meta["session_start_time"])
         return meta
 
-    def rig_metadata(self) -> dict | None:
-        rig = self._session_info("rig_metadata")
-        if rig is None:
-            return None
-        values = {k: (v["values"], v["unit"]) for k, v in rig["geometry"].items()}
-        return {"geometry": rig_geometry(values), "equipment": rig["equipment"]}
 
     def lfp_source(self, probe_id: int, probe_name: str) -> LFPSource:
         path = zs.lfp_group_path(probe_id)

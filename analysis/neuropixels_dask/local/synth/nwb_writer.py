@@ -17,6 +17,9 @@ from pynwb.ecephys import LFP
 from pynwb.epoch import TimeIntervals
 from pynwb.misc import Units
 
+from . import csd as csd_extra
+from . import eye_tracking as eye_extra
+from . import optotagging as opto_extra
 from .extension import ecephys_types
 from .layout import LFP_CHUNKS, RAW_SAMPLING_RATE, ProbeLayout
 from .model import LFPSynthesizer
@@ -110,10 +113,13 @@ def write_session_nwb(path: str, session_id: int, meta: dict, probes: list[Probe
                       spike_amplitudes: list[np.ndarray], waveforms: list[np.ndarray],
                       tables: dict[str, pd.DataFrame],
                       running: tuple[np.ndarray, np.ndarray], start: datetime,
-                      invalid_times: pd.DataFrame | None = None) -> None:
+                      invalid_times: pd.DataFrame | None = None,
+                      optotagging: pd.DataFrame | None = None,
+                      eye_tracking: dict | None = None) -> None:
     """Write ``session_<id>.nwb``: probes, electrodes, units (ragged spikes), stimuli, running,
     and ``/intervals/invalid_times`` when there are any (``start_time, stop_time, tags``, as
-    AllenSDK's ``add_invalid_times`` writes it)."""
+    AllenSDK's ``add_invalid_times`` writes it), the optotagging table (``optotagging.py``) and
+    eye tracking (``eye_tracking.py``)."""
     nwb = _new_file(session_id, "Data and metadata for an Ecephys session", start, meta)
     groups = _add_probes(nwb, probes)
     _add_electrodes(nwb, probes, groups)
@@ -170,6 +176,10 @@ def write_session_nwb(path: str, session_id: int, meta: dict, probes: list[Probe
                        data=H5DataIO(speed.astype(np.float32), compression="gzip"),
                        timestamps=H5DataIO(ends, compression="gzip"), unit="cm/s",
                        description="Running speed, stamped at each sample's end"))
+    if optotagging is not None:
+        opto_extra.add_to_nwb(nwb, optotagging)
+    if eye_tracking is not None:
+        eye_extra.add_to_nwb(nwb, eye_tracking)
     with NWBHDF5IO(path, "w") as io:
         io.write(nwb, cache_spec=True)
     _legacy_electrodes_type(path)
@@ -228,6 +238,7 @@ def write_lfp_nwb(path: str, session_id: int, meta: dict, probe: ProbeLayout,
         timestamps=H5DataIO(timestamps, compression="gzip", compression_opts=9),
         electrodes=region, conversion=1.0, resolution=-1.0,
         description="LFP (1 kHz low-pass), subsampled to ~1250 Hz")
+    csd_extra.add_to_nwb(nwb, probe)
     with NWBHDF5IO(path, "w") as io:
         io.write(nwb, cache_spec=True)
     _legacy_electrodes_type(path)
