@@ -25,7 +25,10 @@ import neuropixels_dask as npd
 ROOT = Path(__file__).resolve().parent.parent
 ENV = ROOT / ".tools" / "allensdk"
 
-pytestmark = pytest.mark.usefixtures("close_handles_after_module")
+#: AllenSDK's run takes 1-2 min alone on 2 cores (its pynwb reads the session file again for
+#: many of the calls), more beside other tests
+pytestmark = [pytest.mark.usefixtures("close_handles_after_module"), pytest.mark.slow,
+              pytest.mark.timeout(900)]
 
 #: key → why our result differs from AllenSDK's; the test compares what is left (see
 #: ``compare``) and the docs list the same reasons

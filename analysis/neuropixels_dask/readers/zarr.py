@@ -220,15 +220,15 @@ class ZarrSessionReader(SessionReader):
     def _session_info(self, key: str):
         if key not in self._info:
             raise InvalidFileError(
-                f"{self.store_url} was converted before the session's metadata were kept in "
-                "the store; rerun `neuropixels-dask convert` for this session to add them.")
+                f"{self.store_url} was converted before the session's metadata (subject, start "
+                "time) were kept in the store: delete it and run `neuropixels-dask convert SRC "
+                f"DST --sessions {self.session_id}` again to have them.")
         return self._info[key]
 
     def session_metadata(self) -> dict:
         meta = dict(self._session_info("session_metadata"))
         meta["session_start_time"] = datetime.fromisoformat(meta["session_start_time"])
         return meta
-
 
     def lfp_source(self, probe_id: int, probe_name: str) -> LFPSource:
         path = zs.lfp_group_path(probe_id)
