@@ -79,6 +79,9 @@ record("cache.get_all_full_genotypes()", cache.get_all_full_genotypes)
 record("cache.get_all_ages()", cache.get_all_ages)
 record("cache.get_all_sexes()", cache.get_all_sexes)
 record("cache.get_structure_acronyms()", cache.get_structure_acronyms)
+for constant in ("SESSIONS_KEY", "PROBES_KEY", "CHANNELS_KEY", "UNITS_KEY", "SUPPRESS_FROM_UNITS",
+                 "SUPPRESS_FROM_CHANNELS", "SUPPRESS_FROM_PROBES", "SUPPRESS_FROM_SESSION_TABLE"):
+    record(f"cache.{constant}", lambda constant=constant: getattr(cache, constant))
 
 sessions = cache.get_session_table()
 session_ids = [int(a) for a in sys.argv[3:]] or [int(s) for s in sessions.index]
@@ -91,7 +94,7 @@ def record_session(sid):
                  "num_probes", "num_channels", "num_stimulus_presentations", "stimulus_names",
                  "stimulus_conditions", "stimulus_presentations", "structure_acronyms",
                  "structurewise_unit_counts", "inter_presentation_intervals", "invalid_times",
-                 "running_speed"):
+                 "running_speed", "DETAILED_STIMULUS_PARAMETERS"):
         record(p + name, lambda name=name: getattr(s, name))
     record(p + "get_invalid_times()", s.get_invalid_times)
     record(p + "get_stimulus_epochs()", s.get_stimulus_epochs)
@@ -127,13 +130,13 @@ def record_session(sid):
     record(p + f"get_lfp({pid},mask_invalid_intervals=False)",
            lambda pid=pid: s.get_lfp(pid, mask_invalid_intervals=False))
     uids = s.units.index.values
-    record(p + "spike_times(first 5)", lambda: {int(u): s.spike_times[u] for u in uids[:5]})
-    record(p + "spike_times(keys)", lambda: sorted(int(u) for u in s.spike_times))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fresh = cache.get_session_data(sid)
-        fresh.spike_times  # noqa: B018 - the first access warns about invalid intervals
-    results[p + "spike_times warnings"] = ("value", [str(w.message) for w in caught])
+        s.spike_times  # noqa: B018 - the first access warns about invalid intervals
+    results[p + "spike_times warnings"] = ("value", [str(w.message) for w in caught
+                                                     if "invalid" in str(w.message)])
+    record(p + "spike_times(first 5)", lambda: {int(u): s.spike_times[u] for u in uids[:5]})
+    record(p + "spike_times(keys)", lambda: sorted(int(u) for u in s.spike_times))
     flashes = s.get_stimulus_table("flashes").index.values
     edges = np.linspace(-0.05, 0.25, 7)
     record(p + "presentationwise_spike_counts(flashes)",
