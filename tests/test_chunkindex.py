@@ -221,3 +221,28 @@ def test_the_index_starts_from_blocks_the_open_file_already_holds(s3_server, s3_
             if read is None:
                 assert stats.get_requests >= 2, stats  # header, root: one request each
             assert stats.get_requests <= most, stats
+
+
+@pytest.mark.parametrize("libver", ["earliest", "v108"])
+def test_checked_keys_accept_every_tree_h5py_writes(tmp_path, libver):
+    """The checks that make a damaged index an error (keys on the grid, increasing, children
+    matching their parents' keys, sizes fitting) hold for trees written in random chunk order,
+    with gaps, unaligned edges and a dataset never written at all."""
+    path = str(tmp_path / "random.h5")
+    rng = np.random.default_rng(3)
+    shape, chunks = (997, 13), (7, 3)
+    with h5py.File(path, "w", libver=(libver, "v108")) as f:
+        ds = f.create_dataset("d", shape=shape, chunks=chunks, dtype="f4")
+        f.create_dataset("never", shape=shape, chunks=chunks, dtype="f4")
+        origins = _all_coords(ds)
+        rng.shuffle(origins)
+        for o in origins[: len(origins) * 4 // 5]:
+            sl = tuple(slice(a, a + c) for a, c in zip(o, chunks, strict=True))
+            ds[sl] = rng.standard_normal(ds[sl].shape)
+    with h5py.File(path, "r") as f:
+        for name in ("d", "never"):
+            ds = f[name]
+            index = chunkindex.chunk_index(ds, _fetcher(path, []))
+            assert index is not None and index.geometry is not None
+            assert _assert_same_as_h5py(ds, index.lookup(_all_coords(ds))) \
+                == ds.id.get_num_chunks()

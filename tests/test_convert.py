@@ -207,3 +207,102 @@ def test_cli_registers_convert():
 
     args = build_parser().parse_args(["convert", "a", "b", "--sessions", "1", "2", "--verify"])
     assert args.sessions == [1, 2] and args.verify and args.func is cv._cmd_convert
+
+
+def _tree_bytes(root: str) -> dict[str, bytes]:
+    return {os.path.relpath(os.path.join(d, f), root): open(os.path.join(d, f), "rb").read()
+            for d, _, fs in os.walk(root) for f in fs}
+
+
+def test_the_source_is_never_a_destination(scratch_cache, tmp_path, s3_cache, sid):
+    """The destination may not be the source, lie inside it or hold it, however spelled;
+    nothing is written, the source's bytes stay the same (issue 26, item 1)."""
+    before = _tree_bytes(scratch_cache)
+    link = str(tmp_path / "link")
+    os.symlink(scratch_cache, link)
+    for dst, how in [(scratch_cache, "is the source"), (scratch_cache + "/", "is the source"),
+                     (f"file://{scratch_cache}", "is the source"),
+                     (os.path.join(scratch_cache, "session_1", "..", "."), "is the source"),
+                     (link, "is the source"), (os.path.join(scratch_cache, "zarr"), "inside"),
+                     (os.path.dirname(scratch_cache), "contains")]:
+        with pytest.raises(cv.ConversionError, match=how):
+            cv.convert(scratch_cache, dst, [sid], progress=False)
+    assert _tree_bytes(scratch_cache) == before
+    assert sorted(os.listdir(tmp_path)) == ["cache", "link"]  # nothing made beside it either
+    url, so = s3_cache
+    fs = zs.filesystem(url, so)[0]
+    n = len(fs.find(url.split("://", 1)[1]))
+    for dst in (url, url + "//", url + "/copy", url.rsplit("/", 1)[0]):
+        with pytest.raises(cv.ConversionError, match="never writes into its source"):
+            cv.convert(url, dst, [sid], storage_options=so, dst_storage_options=so,
+                       progress=False)
+    fs.invalidate_cache()
+    assert len(fs.find(url.split("://", 1)[1])) == n
+
+
+def test_blocks_of_exact_zeros_and_nan_convert(scratch_cache, tmp_path, sid):
+    """A 64 s stretch of exact zeros (or NaN) is legitimate data: every block is written,
+    `--verify` passes, a rerun finds nothing missing, and the source is left as it was
+    (issue 26, items 1 and 2)."""
+    cache = npd.open_cache(scratch_cache)
+    probes = cache.get_probes()
+    pids = [int(p) for p in probes.index[(probes["ecephys_session_id"] == sid)
+                                         & probes["has_lfp_data"]]][:2]
+    shard = SMALL.lfp_shard
+    for k, pid in enumerate(pids):
+        path = os.path.join(scratch_cache, f"session_{sid}", f"probe_{pid}_lfp.nwb")
+        import h5py
+
+        with h5py.File(path, "r+") as f:
+            ds = f[f"acquisition/probe_{pid}_lfp/probe_{pid}_lfp_data/data"]
+            ds[shard:2 * shard] = 0  # +0.0: the int16 fill value, a whole shard of it
+            if k == 1:
+                ds[2 * shard:3 * shard] = np.nan  # float32 from here
+    before = _tree_bytes(scratch_cache)
+    dst = str(tmp_path / "zarr")
+    with dask.config.set(scheduler="threads"):
+        (r,) = cv.convert(scratch_cache, dst, [sid], layout=SMALL, verify=True, progress=False)
+    assert r.verified and r.status == "converted", r
+    assert r.lfp_encodings[pids[0]] == zs.ENCODING_INT16
+    assert r.lfp_encodings[pids[1]] == zs.ENCODING_FLOAT32
+    from neuropixels_dask import verify
+
+    assert verify.check_store(_store(dst, sid), deep=True).ok
+    for pid in pids:
+        assert os.path.exists(os.path.join(_store(dst, sid), f"lfp/probe_{pid}/data/c/1/0"))
+    b = npd.open_cache(dst).get_session_data(sid)
+    a = npd.open_cache(scratch_cache).get_session_data(sid)
+    for pid in pids:
+        assert b.get_lfp(pid).values.tobytes() == a.get_lfp(pid).values.tobytes()
+    assert not np.any(b.get_lfp(pids[0]).values[shard:2 * shard])
+    (again,) = cv.convert(scratch_cache, dst, [sid], layout=SMALL, progress=False)
+    assert again.status == "already complete", again
+    (again,) = cv.convert(scratch_cache, dst, [sid], layout=SMALL, verify=True, progress=False)
+    assert again.status == "verified", again
+    assert _tree_bytes(scratch_cache) == before
+
+
+def test_a_probe_lfp_missing_from_the_source_is_said_and_recorded(scratch_cache, tmp_path,
+                                                                  sid):
+    """An LFP file that the source should have (``has_lfp_data``) but lacks: the conversion
+    says so, the store's manifest records it, and the reader names it (issue 26, item 4)."""
+    from neuropixels_dask.errors import LFPMissingAtConversionError
+
+    probes = npd.open_cache(scratch_cache).get_session_data(sid).probes
+    pid = int(probes.index[probes["has_lfp_data"]][0])
+    os.remove(os.path.join(scratch_cache, f"session_{sid}", f"probe_{pid}_lfp.nwb"))
+    dst = str(tmp_path / "zarr")
+    (r,) = cv.convert(scratch_cache, dst, [sid], layout=SMALL, progress=False)
+    assert list(r.lfp_missing) == [pid] and pid not in r.lfp_encodings
+    assert f"WARNING: probe {pid}'s LFP was missing from the source" in str(r)
+    with open(os.path.join(_store(dst, sid), zs.STORE_MANIFEST)) as f:
+        manifest = zs.parse_manifest(f.read().encode(), dst)
+    assert f"probe_{pid}_lfp.nwb" in manifest["lfp_missing"][str(pid)]
+    session = npd.open_cache(dst).get_session_data(sid)
+    with pytest.raises(LFPMissingAtConversionError,
+                       match="this probe's LFP was missing from the source at conversion"):
+        session.get_lfp(pid)
+    with pytest.raises(npd.NoLFPError):  # what existing code catches still catches it
+        session.get_lfp(pid)
+    (again,) = cv.convert(scratch_cache, dst, [sid], layout=SMALL, progress=False)
+    assert again.status == "already complete" and list(again.lfp_missing) == [pid]

@@ -21,7 +21,12 @@ import xarray as xr
 import neuropixels_dask as npd
 from neuropixels_dask import zarrstore as zs
 from neuropixels_dask.convert import convert
-from neuropixels_dask.errors import CacheNotFoundError, InvalidFileError, NoLFPError
+from neuropixels_dask.errors import (
+    CacheNotFoundError,
+    DamagedStoreError,
+    InvalidFileError,
+    NoLFPError,
+)
 from neuropixels_dask.local.counting import count_requests
 from neuropixels_dask.readers import nwb, read_lfp_block, read_spike_ranges, read_timestamps
 from neuropixels_dask.readers import zarr as zr
@@ -225,6 +230,11 @@ def test_half_written_store_is_refused(pair, tmp_path):
     with open(zarr_json, "w") as f:
         json.dump(meta, f)
     cache = npd.open_cache(dst)
+    # with the manifest of the complete store still there, the edit is damage, named
+    with pytest.raises(DamagedStoreError, match="zarr.json is damaged.*manifest.json"):
+        cache.get_session_data(sid)
+    # convert removes the manifest (its commit record) before it changes a complete store
+    os.remove(os.path.join(os.path.dirname(zarr_json), zs.STORE_MANIFEST))
     with pytest.raises(InvalidFileError, match="incomplete.*[Rr]erun"):
         cache.get_session_data(sid)
     # complete flag without the consolidated metadata: still incomplete (written in that order)
@@ -268,8 +278,9 @@ def test_s3_conversion_and_one_request_open(s3, s3_converted, pair):
         c.get_session_table()  # cache-level CSVs: not part of opening a session
     with count_requests(s3) as meter:
         sz = zcache.get_session_data(sid)
-    assert meter.stats.requests <= 3, meter.stats
-    assert meter.stats.requests == 1  # the root zarr.json with the consolidated metadata
+    # the root zarr.json (with the consolidated metadata) and the manifest that checks it,
+    # fetched in one concurrent batch
+    assert meter.stats.requests == meter.stats.get_requests == 2, meter.stats
     sn = ncache.get_session_data(sid)
     with count_requests(s3) as meter:
         units = sz.units  # units, channels, probes and the spike index: one concurrent batch
@@ -299,3 +310,10 @@ def test_s3_conversion_and_one_request_open(s3, s3_converted, pair):
         pd.testing.assert_frame_equal(sz.units, sn.units, check_exact=True)
         uid = int(sn.units.index[0])
         assert sz.spike_times[uid].tobytes() == sn.spike_times[uid].tobytes()
+        # every unit's spikes checked against their CRC32C, and still one GET per unit (the
+        # checksums are read once per process and store, with the first unit above)
+        more = [int(u) for u in sn.units.index[1:9]]
+        with count_requests(s3) as ms:
+            got = [sz.spike_times[u] for u in more]
+        assert ms.stats.requests == ms.stats.get_requests == len(more), ms.stats
+        assert all(g.tobytes() == sn.spike_times[u].tobytes() for g, u in zip(got, more, strict=True))

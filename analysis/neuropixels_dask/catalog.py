@@ -99,7 +99,7 @@ class EcephysProjectCache:
     """A Visual Coding – Neuropixels cache at any fsspec URL (S3, local, HTTP)."""
 
     def __init__(self, url: str, storage_options: dict | None = None):
-        self.url = str(url).rstrip("/")
+        self.url = storage.check_url(url).rstrip("/")
         self.storage_options = storage.resolve(self.url, storage_options)
         self.manifest = self._read_manifest()
 
@@ -127,6 +127,10 @@ class EcephysProjectCache:
                     "the folder holding manifest.json, sessions.csv, … (for the public data: "
                     "s3://allen-brain-observatory/visual-coding-neuropixels/ecephys-cache/)."
                 ) from exc
+            if isinstance(exc, NotADirectoryError):
+                raise CacheNotFoundError(
+                    f"No ecephys cache at {self.url}: it is a file, not a folder. Point "
+                    "open_cache() at the folder holding manifest.json, sessions.csv, …") from exc
             raise err from exc
         try:
             return json.loads(raw)
@@ -363,7 +367,10 @@ def open_cache(url: str | None = None, **storage_options: Any) -> EcephysProject
     >>> cache = open_cache()                                    # doctest: +SKIP
     >>> cache = open_cache("s3://my-bucket/ecephys-cache/", anon=False)   # doctest: +SKIP
     """
-    url = url or config.get("cache.url")
+    if url is None:
+        url = config.get("cache.url")
+    elif not str(url).strip():
+        storage.check_url(url)  # an empty string is a mistake, not "the default"
     if not url:
         raise CacheNotFoundError("No cache URL given and neuropixels_dask.cache.url is not set.")
     return EcephysProjectCache(url, storage_options or None)

@@ -31,6 +31,8 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
+import posixpath
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -76,15 +78,20 @@ class SessionResult:
     seconds: float = 0.0
     #: what the check of a complete store found (and the run rewrote), one line per object
     repaired: list[str] = field(default_factory=list)
+    #: probes that recorded LFP (``has_lfp_data``) whose LFP file the source lacked: why
+    lfp_missing: dict[int, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
         enc = ", ".join(f"{p}: {e}" for p, e in self.lfp_encodings.items()) or "no LFP"
         found = (f"; found and rewrote {len(self.repaired)} missing or damaged object(s): "
                  + "; ".join(self.repaired[:5]) + (" ..." if len(self.repaired) > 5 else "")
                  if self.repaired else "")
+        lost = "".join(f"; WARNING: probe {p}'s LFP was missing from the source ({why}): "
+                       "not converted, recorded in the store's manifest"
+                       for p, why in self.lfp_missing.items())
         return (f"session {self.session_id}: {self.status} ({self.blocks_written} blocks "
                 f"written, {self.blocks_skipped} skipped; LFP {enc}"
-                f"{'; every value verified' if self.verified else ''}{found}) in "
+                f"{'; every value verified' if self.verified else ''}{found}{lost}) in "
                 f"{self.seconds:.1f} s -> {self.store_url}")
 
 
@@ -115,6 +122,8 @@ class SpikeJob:
     a: int
     b: int
     marker: str
+    #: starts of the spike-time pieces in ``[a, b)`` (``zarrstore.spike_piece_starts``)
+    pieces: tuple[int, ...] = ()
 
     @property
     def key(self) -> str:
@@ -122,8 +131,12 @@ class SpikeJob:
 
 
 def _open_dst_array(url: str, path: str, options: dict) -> zarr.Array:
-    return zarr.open_array(zs.open_store(url, options, read_only=False), path=path, mode="r+",
-                           zarr_format=3)
+    """An array to write blocks into, with :data:`zarrstore.ARRAY_CONFIG`: the configuration
+    is not stored with an array, and without it zarr skips a block equal to the fill value
+    (a 64 s shard of exact zeros would never be written, and read back as missing)."""
+    arr = zarr.open_array(zs.open_store(url, options, read_only=False), path=path, mode="r+",
+                          zarr_format=3)
+    return arr.with_config(zs.ARRAY_CONFIG)
 
 
 def _write_marker(url: str, options: dict, payload: dict) -> None:
@@ -162,11 +175,27 @@ def lfp_precheck_task(src: LFPSource, i1: int, scale: float) -> bool:
     return zs.encode_lfp_int16(block, scale) is not None
 
 
+def _piece_crcs(job: SpikeJob, values: np.ndarray) -> list[int]:
+    """CRC32C of each spike-time piece of the block, over the bytes the store holds."""
+    raw = np.ascontiguousarray(values, dtype="<f8").tobytes()
+    return [int(c) for c in zs.piece_checksums(raw, job.a, np.asarray(job.pieces, np.int64))]
+
+
 def spike_block_task(job: SpikeJob) -> dict:
+    """Copy spike times ``[a, b)``, leave a marker; return the block's piece checksums, made
+    from the values read from the source (the reader checks the copy against them)."""
     values = readers.read_spikes(job.src, job.a, job.b)
     _open_dst_array(job.dst_url, zs.SPIKE_TIMES_PATH, job.dst_options)[job.a:job.b] = values
     _write_marker(job.marker, job.dst_options, {"elements": [job.a, job.b]})
-    return {"key": job.key, "status": "written", "bytes": int(values.nbytes)}
+    return {"key": job.key, "status": "written", "bytes": int(values.nbytes),
+            "crcs": _piece_crcs(job, values)}
+
+
+def spike_checksum_task(job: SpikeJob) -> dict:
+    """The piece checksums of a block written earlier (a resumed or repaired conversion),
+    from the source."""
+    return {"key": job.key, "status": "checksummed",
+            "crcs": _piece_crcs(job, readers.read_spikes(job.src, job.a, job.b))}
 
 
 def _bits(a: np.ndarray) -> np.ndarray:
@@ -438,6 +467,8 @@ class SessionConversion:
         self.complete = (bool(self.info.get("complete"))
                          and self.root.metadata.consolidated_metadata is not None)
         self.result = SessionResult(self.sid, self.url, "converted")
+        #: a repair that must rewrite the spike-time checksums (their array was damaged)
+        self.rewrite_checksums = False
 
     # ---- source ---------------------------------------------------------------------------
     def read_source(self) -> None:
@@ -452,19 +483,38 @@ class SessionConversion:
                                      (v.item() if hasattr(v, "item") else v))
                                  for k, v in meta.items()}
         self.lfp_src: dict[int, LFPSource] = {}
+        self.result.lfp_missing = {}
         for pid, row in self.tables["probes"].iterrows():
             try:
                 self.lfp_src[int(pid)] = reader.lfp_source(int(pid), str(row["description"]))
-            except NoLFPError:
-                continue
+            except NoLFPError as exc:
+                if bool(row.get("has_lfp_data", False)):  # recorded, but the file is not there
+                    why = str(exc).split(". ", 1)[0]
+                    self.result.lfp_missing[int(pid)] = why
+                    log.warning("session %s probe %s: LFP missing from the source (%s); the "
+                                "copy will have none for it", self.sid, pid, why)
 
     def _save_info(self) -> None:
         self.root.attrs[zs.ATTRS_KEY] = self.info
+
+    def uncommit(self) -> None:
+        """Remove the manifest (the commit record) before the store is changed: a reader then
+        finds an incomplete store, never one whose metadata no longer matches its record."""
+        fs, path = zs.filesystem(storage.join(self.url, zs.STORE_MANIFEST), self.options)
+        try:
+            fs.rm_file(path)
+        except FileNotFoundError:
+            pass
+        except Exception as exc:  # noqa: BLE001
+            err = storage.translate_error(exc, self.url)
+            if not isinstance(err, FileNotFoundError):
+                raise err from exc
 
     # ---- phases ---------------------------------------------------------------------------
     def prepare(self) -> None:
         """Root attributes, tables (once), the spike array and one array set per LFP probe."""
         old = self.info
+        self.uncommit()
         self.info = {"format": zs.FORMAT_NAME, "version": zs.FORMAT_VERSION,
                      "session_id": self.sid, "complete": False,
                      "source": storage.join(self.src_session, f"session_{self.sid}.nwb"),
@@ -474,6 +524,7 @@ class SessionConversion:
                      "stimulus_tables": [n.split("/", 1)[1] for n in self.tables
                                          if n.startswith("stimulus/")],
                      "tables": list(self.tables),
+                     "lfp_missing": {str(p): w for p, w in self.result.lfp_missing.items()},
                      "session_metadata": self.session_metadata}
         self._save_info()
         if "tables" not in _markers(self.progress_url, self.options):
@@ -520,7 +571,8 @@ class SessionConversion:
         _remove_markers(storage.join(self.progress_url, zs.lfp_group_path(pid)), self.options)
         self.info["lfp"][str(pid)] = {"encoding": encoding, "channel_ids": list(s.channel_ids),
                                       "t_first": s.t_first, "t_last": s.t_last,
-                                      "n_samples": s.shape[0], "rate": s.rate}
+                                      "n_samples": s.shape[0], "rate": s.rate,
+                                      "evenly_spaced": s.evenly_spaced}
 
     def lfp_jobs(self, pid: int) -> list[LFPJob]:
         g = zs.lfp_group_path(pid)
@@ -533,9 +585,35 @@ class SessionConversion:
 
     def spike_jobs(self) -> list[SpikeJob]:
         c = int(self.root[zs.SPIKE_TIMES_PATH].chunks[0])
-        return [SpikeJob(self.spikes_src, self.url, self.options, a, min(self.n_spikes, a + c),
-                         storage.join(self.progress_url, "spikes", str(a)))
-                for a in range(0, self.n_spikes, c)]
+        starts = zs.spike_piece_starts(self.spike_index, c, self.n_spikes)
+        jobs = []
+        for a in range(0, self.n_spikes, c):
+            b = min(self.n_spikes, a + c)
+            lo, hi = np.searchsorted(starts, [a, b])
+            jobs.append(SpikeJob(self.spikes_src, self.url, self.options, a, b,
+                                 storage.join(self.progress_url, "spikes", str(a)),
+                                 tuple(int(x) for x in starts[lo:hi])))
+        return jobs
+
+    def write_spike_checksums(self, done: list[dict]) -> None:
+        """The piece checksums of every spike block (``done``: what the blocks just written
+        returned; the others are checksummed from the source) as :data:`SPIKE_CRC_PATH`."""
+        have = {r["key"]: r["crcs"] for r in done if "crcs" in r}
+        jobs = self.spike_jobs()
+        more = run_tasks([(spike_checksum_task, (j,)) for j in jobs if j.key not in have],
+                         client=self.client, progress=False)
+        have.update({r["key"]: r["crcs"] for r in more})
+        crcs = np.array([c for j in jobs for c in have[j.key]], dtype=np.uint32)
+        n = len(crcs)
+        arr = self.root.require_group("units").create_array(
+            zs.SPIKE_CRC_PATH.rsplit("/", 1)[1], shape=(n,), dtype="uint32",
+            chunks=(max(n, 1),), dimension_names=("piece",), overwrite=True,
+            compressors=zs.checksummed([ZstdCodec(level=self.layout.table_zstd_level)]),
+            config=zs.ARRAY_CONFIG)
+        arr.attrs.update({"note": "CRC32C of each unit's spike times within each chunk "
+                                  "(zarrstore.spike_piece_starts)"})
+        if n:
+            arr[:] = crcs
 
     def _all_jobs(self) -> list[LFPJob | SpikeJob]:
         return [j for pid in self.lfp_src for j in self.lfp_jobs(pid)] + self.spike_jobs()
@@ -557,6 +635,8 @@ class SessionConversion:
         out = run_tasks(calls, client=self.client, progress=self.progress,
                         desc=f"session {self.sid}")
         self.result.blocks_written = sum(r["status"] == "written" for r in out)
+        if only is None or self.rewrite_checksums:
+            self.write_spike_checksums(out)
         inexact = sorted({int(r["key"].split("/")[1].split("_")[1]) for r in out
                           if r["status"] == "inexact"})
         for pid in inexact:  # rare: the first block was on the grid, a later one is not
@@ -584,6 +664,11 @@ class SessionConversion:
         probe. The caller checks the store again before it is marked complete.
         """
         self.result.repaired = [f"{p.kind} {p.key}" for p in report.problems]
+        if "zarr.json" in report.keys:
+            raise ConversionError(f"{self.url}/zarr.json, the root of the store, is damaged "
+                                  f"({report.problems[0].detail}); nothing in the store can be "
+                                  "trusted without it: delete the store and convert again.")
+        self.uncommit()
         nodes = {k[:-len("/zarr.json")] for k in report.keys if k.endswith("/zarr.json")}
         blocks, tables, probes = self._repairs_for(report.keys - {f"{n}/zarr.json"
                                                                   for n in nodes})
@@ -625,6 +710,10 @@ class SessionConversion:
                 blocks.add(f"lfp/{parts[1]}/{int(parts[4]) * shard}")
             elif parts[0] == "lfp" and len(parts) > 1:
                 probes.add(int(parts[1].removeprefix("probe_")))
+            elif key == zs.STORE_MANIFEST:
+                continue  # written anew when the store is committed again
+            elif key.startswith(zs.SPIKE_CRC_PATH + "/"):
+                self.rewrite_checksums = True
             elif key.startswith(zs.SPIKE_TIMES_PATH + "/c/"):
                 chunk = int(self.root[zs.SPIKE_TIMES_PATH].chunks[0])
                 blocks.add(f"spikes/{int(parts[-1]) * chunk}")
@@ -666,6 +755,7 @@ class SessionConversion:
         if not damaged:
             return
         self.result.repaired += [f"damaged block {k}" for k in sorted(damaged)]
+        self.uncommit()
         if self.info.get("complete"):
             self.info["complete"] = False
             self._save_info()
@@ -678,14 +768,28 @@ class SessionConversion:
                                   "damages what is written to it. Check it, then convert again.")
 
     def finish(self, verified: bool) -> None:
-        """Mark complete (attributes, then consolidated metadata), then drop the markers."""
+        """Mark complete (attributes, then consolidated metadata), commit (the manifest, last),
+        then drop the markers."""
         self.info.update(complete=True, verified=verified,
                          completed=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         self._save_info()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=UserWarning)
             zarr.consolidate_metadata(self.store)
+        self.commit()
         _remove_markers(self.progress_url, self.options)
+
+    def commit(self) -> None:
+        """Write the manifest: the SHA-256 of every metadata document as it now is in the store
+        (one LIST, one concurrent batch of GETs), the session and the LFP found missing."""
+        keys = [k for k in store_check.list_objects(self.url, self.options)
+                if zs.is_document(k) and not k.startswith(zs.PROGRESS_DIR + "/")]
+        blobs = storage.fetch_objects([storage.join(self.url, k) for k in keys], self.options)
+        missing = self.info.get("lfp_missing") or {}
+        record = zs.make_manifest(dict(zip(keys, blobs, strict=True)), session_id=self.sid,
+                                  source=self.info.get("source"), lfp_missing=missing,
+                                  spike_checksums=zs.SPIKE_CRC_PATH)
+        upload(self.url, self.options, {zs.STORE_MANIFEST: record})
 
 
 def convert_session(src: EcephysProjectCache, dst_url: str, session_id: int, *,
@@ -729,12 +833,51 @@ def convert_session(src: EcephysProjectCache, dst_url: str, session_id: int, *,
                                   f"found:\n{after}\nDelete the store and convert again.")
     _remove_markers(job.progress_url, dst_options)  # left if a run stopped right there
     r.lfp_encodings = {int(p): m["encoding"] for p, m in job.info.get("lfp", {}).items()}
+    r.lfp_missing = {int(p): w for p, w in (job.info.get("lfp_missing") or {}).items()}
     readers.clear_caches()
     r.seconds = time.perf_counter() - t0
     return r
 
 
 # ---- the whole cache -----------------------------------------------------------------------
+
+def _location(url: str, options: dict) -> tuple[str, str]:
+    """``(where, path)``: the server (an S3 endpoint) or ``file``, and the normalised path of
+    ``url`` on it (local paths absolute with symlinks resolved; ``.``/``..``/``//`` folded)."""
+    if storage.is_s3(url):
+        ck = options.get("client_kwargs") or {}
+        endpoint = ck.get("endpoint_url") or options.get("endpoint_url") or ""
+        return f"s3 {endpoint}", posixpath.normpath("/" + url.split("://", 1)[1]).rstrip("/")
+    fs, path = zs.filesystem(url, options)
+    if zs.is_local(fs):
+        return "file", os.path.realpath(path)
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol, posixpath.normpath("/" + path).rstrip("/")
+
+
+def refuse_overlap(src_url: str, src_options: dict, dst_url: str, dst_options: dict) -> None:
+    """``ConversionError`` when the destination is the source, lies inside it or holds it.
+
+    ``convert`` writes ``manifest.json`` and the tables at the destination's top: into the
+    source, that rewrites the source cache's own manifest, and every unconverted session of it
+    then reads as "not converted". The source is read-only to ``convert``, always, so this is
+    checked before anything is opened for writing.
+    """
+    (sw, sp), (dw, dp) = _location(src_url, src_options), _location(dst_url, dst_options)
+    if sw != dw:
+        return
+    if sp == dp:
+        how = "is the source"
+    elif dp.startswith(sp.rstrip("/") + "/"):
+        how = "lies inside the source"
+    elif sp.startswith(dp.rstrip("/") + "/"):
+        how = "contains the source"
+    else:
+        return
+    raise ConversionError(f"The destination {dst_url} {how} ({src_url}). convert never writes "
+                          "into its source: pick a destination outside the source cache "
+                          "(e.g. a sibling folder or another bucket prefix).")
+
 
 def convert(src_url: str, dst_url: str, sessions: Iterable[int] | None = None, *,
             storage_options: dict | None = None, dst_storage_options: dict | None = None,
@@ -751,11 +894,14 @@ def convert(src_url: str, dst_url: str, sessions: Iterable[int] | None = None, *
     >>> convert("s3://bucket/ecephys-cache", "s3://bucket/ecephys-zarr")   # doctest: +SKIP
     """
     layout = layout or Layout()
+    src_url = storage.check_url(src_url, "source")
+    dst_url = storage.check_url(dst_url, "destination").rstrip("/")
+    refuse_overlap(src_url, storage.resolve(src_url, storage_options), dst_url,
+                   zs.storage_options(dst_url, dst_storage_options))
     src = EcephysProjectCache(src_url, storage_options)
     if src.format != "nwb":
         raise ConversionError(f"{src_url} is already a Zarr copy (its manifest has "
                               "'session_zarr'); convert reads the published NWB layout.")
-    dst_url = str(dst_url).rstrip("/")
     dst_options = zs.storage_options(dst_url, dst_storage_options)
     table = src.get_session_table()
     ids = [int(s) for s in (table.index if sessions is None else sessions)]

@@ -49,6 +49,15 @@ class NoLFPError(NeuropixelsDaskError, LookupError, ValueError):
     own data-access tutorial catches that for a missing LFP file."""
 
 
+class LFPMissingAtConversionError(NoLFPError):
+    """A Zarr copy has no LFP for a probe whose LFP file the source cache should have had
+    (``has_lfp_data``) but lacked when ``convert`` ran: the copy is incomplete, not the probe."""
+
+
+class InvalidURLError(NeuropixelsDaskError, ValueError):
+    """A cache or store URL that names nothing we can read: empty, or an unknown protocol."""
+
+
 class InvalidFileError(NeuropixelsDaskError, OSError):
     """A file that is truncated, not NWB/HDF5, or misses groups the Allen layout has."""
 
@@ -60,6 +69,11 @@ class InvalidSelectionError(NeuropixelsDaskError, ValueError):
 class DamagedStoreError(InvalidFileError):
     """An object of a Zarr copy is missing, truncated or fails its checksum: the copy must be
     rewritten (``neuropixels-dask convert`` rewrites only the damaged blocks)."""
+
+
+class UnverifiedStoreWarning(UserWarning):
+    """A Zarr copy written before metadata checksums (format 2, no manifest): its metadata
+    documents are read as they are; reconvert it to get them checked."""
 
 
 class ClusterLostError(NeuropixelsDaskError, ConnectionError):

@@ -397,8 +397,10 @@ class EcephysSession:
         intervals tagged ``all_probes`` or with this probe's name NaN, lazily.
         ``time_range=(start, stop)`` in seconds and ``channel_ids`` select before any read; a
         range reaching outside the recording is an error. The time coordinate comes from the
-        first/last timestamps (the files' timestamps are evenly spaced);
-        ``exact_timestamps=True`` reads the stored timestamps for the selection.
+        first/last timestamps when the timestamps are evenly spaced (checked on a sample when
+        the probe is opened); ``exact_timestamps=True`` reads the stored timestamps for the
+        selection. Where they are not evenly spaced, the stored timestamps give the coordinate
+        and the selection (``attrs["evenly_spaced"]`` False).
         """
         probe_id = self._probe_id(probe_id)
         src = self.lfp_source(probe_id)

@@ -37,7 +37,7 @@ from zarr.codecs import BytesCodec, ShardingCodec
 
 from . import storage
 from . import zarrstore as zs
-from .errors import NeuropixelsDaskError
+from .errors import DamagedStoreError, NeuropixelsDaskError
 
 #: objects smaller than this are read whole and checksum-checked even without ``deep``
 SMALL_OBJECT_BYTES = 1 << 20
@@ -237,6 +237,7 @@ def check_store(store_url: str, options: dict | None = None, *, deep: bool = Fal
             continue
         strict = zs.strict_tables(report.version) or is_data_array(path)
         expected += expected_objects(path, meta, strict)
+    _check_manifest(report, store_url, opts, objects)
     report.objects = len(expected) + len(nodes) + 1
     present = []
     for e in expected:
@@ -253,6 +254,46 @@ def check_store(store_url: str, options: dict | None = None, *, deep: bool = Fal
             present.append(e)
     _check_contents(report, store_url, opts, present, objects, deep)
     return _done(report, t0)
+
+
+def _check_manifest(report: StoreReport, url: str, opts: dict, objects: dict[str, int]) -> None:
+    """Every metadata document against the manifest ``convert`` wrote when it committed the
+    store (format 3): one concurrent batch of GETs of the documents and the manifest."""
+    if zs.STORE_MANIFEST not in objects:
+        if report.version >= 3:
+            report.problems.append(Problem(zs.STORE_MANIFEST, "missing", "the commit record "
+                                           "of the store (checksums of its metadata)"))
+        else:
+            report.notes.append(f"format {report.version}: no {zs.STORE_MANIFEST}, so its "
+                                "metadata documents carry no checksum (convert into a new "
+                                "destination to get one)")
+        return
+    docs = sorted(k for k in objects if zs.is_document(k)
+                  and not k.startswith(zs.PROGRESS_DIR + "/"))
+    blobs = storage.fetch_objects([storage.join(url, k) for k in [zs.STORE_MANIFEST, *docs]],
+                                  opts, missing_ok=True)
+    report.bytes_read += sum(len(b) for b in blobs if b is not None)
+    try:
+        manifest = zs.parse_manifest(blobs[0] or b"", url)
+    except DamagedStoreError:
+        report.problems.append(Problem(zs.STORE_MANIFEST, "damaged", "the commit record is "
+                                       "unreadable or fails its own SHA-256"))
+        return
+    found = dict(zip(docs, blobs[1:], strict=True))
+    for key in sorted(manifest["documents"]):
+        if key in report.keys:
+            continue
+        if found.get(key) is None:
+            report.problems.append(Problem(key, "missing", zs.describe_object(key)))
+            continue
+        try:
+            zs.check_document(manifest, key, found[key], url)
+        except DamagedStoreError:
+            report.problems.append(Problem(key, "damaged", "differs from its checksum in "
+                                           f"{zs.STORE_MANIFEST} (edited or damaged metadata)"))
+    extra = sorted(set(docs) - set(manifest["documents"]))
+    if extra:
+        report.notes.append(f"metadata not in {zs.STORE_MANIFEST} (not read): {extra[:5]}")
 
 
 def _done(report: StoreReport, t0: float) -> StoreReport:

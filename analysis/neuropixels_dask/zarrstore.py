@@ -15,12 +15,18 @@ writer (``convert.py``). It defines
   ``crc32c`` codec on every chunk, and the shard index checksum of v3 sharding), every chunk is
   written (``write_empty_chunks``), and :class:`StrictStore` turns a missing or short object
   into :class:`~neuropixels_dask.errors.DamagedStoreError` instead of zarr's fill value;
+  (format version 3) a CRC32C of every unit's spike times per spike chunk (a unit's ranged read
+  checks its own bytes), and the store's **manifest** (:data:`STORE_MANIFEST`): a SHA-256 of
+  every metadata document, written last when ``convert`` commits the session, checked by the
+  reader when it opens the store and by ``verify``;
 * **opening stores** over fsspec with the options this format wants.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,7 +41,7 @@ from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import WrapperStore
 
 from . import storage
-from .errors import DamagedStoreError, InvalidFileError
+from .errors import DamagedStoreError, InvalidFileError, UnverifiedStoreWarning
 
 # ---- keys ------------------------------------------------------------------------------------
 #: root attribute holding this package's description of the store
@@ -43,11 +49,16 @@ ATTRS_KEY = "neuropixels_dask"
 #: attribute of a table group: column order, dtypes, index
 TABLE_ATTRS_KEY = "neuropixels_dask_table"
 FORMAT_NAME = "ecephys-session"
-#: 2: a CRC32C on every chunk and shard index, every chunk written (tables too). 1 (still read):
-#: no chunk checksums; data arrays had every chunk written, tables skipped all-fill chunks.
-FORMAT_VERSION = 2
+#: 3: format 2 + per-unit spike-time checksums + the manifest of metadata checksums (the
+#: commit record). 2 (still read, with an :class:`UnverifiedStoreWarning`): a CRC32C on every
+#: chunk and shard index, every chunk written (tables too); metadata and a unit's part of a
+#: spike chunk unchecked. 1 (still read): no chunk checksums; data arrays had every chunk
+#: written, tables skipped all-fill chunks.
+FORMAT_VERSION = 3
 #: versions this package reads (see docs/zarr-layout.md, "Integrity")
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
+#: the store's commit record: SHA-256 of every metadata document, written last (format 3)
+STORE_MANIFEST = "manifest.json"
 #: the manifest entry ``convert`` adds: how a cache announces that it is a Zarr copy
 MANIFEST_ENTRY = {"key": "session_zarr", "type": "dir", "spec": "session_%d.zarr",
                   "parent_key": "session_data"}
@@ -55,6 +66,9 @@ MANIFEST_ENTRY = {"key": "session_zarr", "type": "dir", "spec": "session_%d.zarr
 CORE_TABLES = ("probes", "channels", "units")
 SPIKE_TIMES_PATH = "units/spike_times"
 SPIKE_INDEX_PATH = "units/spike_times_index"
+#: CRC32C (uint32) of every spike-time *piece*: a unit's spikes within one spike chunk
+#: (:func:`spike_piece_starts`), in order; format 3
+SPIKE_CRC_PATH = "units/spike_times_crc32c"
 RUNNING_TABLE = "running"
 INVALID_TIMES_TABLE = "intervals/invalid_times"
 #: where an unfinished conversion keeps its per-block markers (removed once complete)
@@ -112,6 +126,12 @@ def missing_error(store_url: str, key: str) -> DamagedStoreError:
                              "interrupted sync or copy?). " + reconvert_hint(store_url))
 
 
+def damaged_object_error(store_url: str, key: str, detail: str) -> DamagedStoreError:
+    """A chunk object whose bytes fail a checksum recorded for them."""
+    return DamagedStoreError(f"{storage.join(store_url, key)} is damaged "
+                             f"({describe_object(key)}: {detail}). " + reconvert_hint(store_url))
+
+
 def truncated_error(store_url: str, key: str, detail: str) -> DamagedStoreError:
     """A chunk or shard object shorter than what its metadata or index says."""
     return DamagedStoreError(f"{storage.join(store_url, key)} is truncated "
@@ -145,6 +165,106 @@ def crc_ok(obj: bytes | memoryview) -> bool:
     view = memoryview(obj)
     return crc32c.crc32c(view[:-CHECKSUM_BYTES]) == int.from_bytes(view[-CHECKSUM_BYTES:],
                                                                      "little")
+
+
+def is_document(key: str) -> bool:
+    """Whether ``key`` (relative to a store) is a metadata document (a node's ``zarr.json``)."""
+    return key == "zarr.json" or key.endswith("/zarr.json")
+
+
+def document_error(store_url: str, key: str, detail: str) -> DamagedStoreError:
+    """A metadata document (or the manifest) that is unreadable or differs from its checksum."""
+    return DamagedStoreError(f"{storage.join(store_url, key)} is damaged ({detail}): metadata "
+                             "that does not match what convert committed cannot be trusted. "
+                             + reconvert_hint(store_url))
+
+
+def _canonical(body: dict) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def make_manifest(documents: dict[str, bytes], **facts: Any) -> bytes:
+    """The manifest of a store: ``facts`` (session, missing LFP, ...) and the SHA-256 and size
+    of every metadata document, with a SHA-256 of itself (over its canonical JSON), so that a
+    damaged manifest is told from a damaged document."""
+    body = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **facts,
+            "documents": {k: {"sha256": hashlib.sha256(v).hexdigest(), "size": len(v)}
+                          for k, v in sorted(documents.items())}}
+    record = {"manifest": body, "sha256": hashlib.sha256(_canonical(body)).hexdigest()}
+    return json.dumps(record, sort_keys=True, indent=1).encode()
+
+
+def parse_manifest(data: bytes, store_url: str) -> dict:
+    """The body of a manifest, checked against its own SHA-256 (else ``DamagedStoreError``)."""
+    try:
+        record = json.loads(data)
+        body = record["manifest"]
+        ok = hashlib.sha256(_canonical(body)).hexdigest() == record["sha256"]
+        body["documents"].items()
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise document_error(store_url, STORE_MANIFEST, f"unreadable: {type(exc).__name__}: "
+                             f"{str(exc)[:120]}") from None
+    if not ok:
+        raise document_error(store_url, STORE_MANIFEST, "it fails its own checksum")
+    return body
+
+
+def check_document(manifest: dict, key: str, data: bytes, store_url: str) -> None:
+    """``DamagedStoreError`` naming ``key`` unless ``data`` is the document the manifest
+    recorded (same size and SHA-256)."""
+    want = manifest["documents"].get(key)
+    if want is None:
+        raise document_error(store_url, key, f"{STORE_MANIFEST} does not list it")
+    if len(data) != want.get("size") or hashlib.sha256(data).hexdigest() != want.get("sha256"):
+        raise document_error(store_url, key, f"{len(data)} bytes that do not match the "
+                             f"checksum in {STORE_MANIFEST}: edited, truncated or damaged")
+
+
+def parse_document(data: bytes, store_url: str, key: str) -> dict:
+    """The JSON of a metadata document; unreadable JSON is ``DamagedStoreError`` naming it."""
+    try:
+        doc = json.loads(data)
+        if not isinstance(doc, dict):
+            raise ValueError(f"a JSON {type(doc).__name__}, not an object")
+        return doc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise document_error(store_url, key, f"unreadable: {type(exc).__name__}: "
+                             f"{str(exc)[:120]}") from None
+
+
+def unverified_warning(store_url: str, version: int) -> None:
+    """Warn that a store without a manifest has its metadata read unchecked."""
+    import warnings
+
+    warnings.warn(f"{store_url} is a format-{version} Zarr copy without a manifest: its "
+                  "metadata documents and the spike times within a chunk are read without a "
+                  "checksum. Upgrade it by converting again into a new destination "
+                  "(`neuropixels-dask convert SRC NEWDST --verify`), then replace this copy.",
+                  UnverifiedStoreWarning, stacklevel=3)
+
+
+# ---- spike-time checksums (format 3) -----------------------------------------------------------
+def spike_piece_starts(index: np.ndarray, chunk: int, n: int) -> np.ndarray:
+    """Start of every spike-time piece: a unit's spikes within one chunk object. The pieces
+    split the flat array at every unit's end and every chunk boundary, so a unit's ranged read
+    (one GET per chunk it touches) covers whole pieces, each with its CRC32C."""
+    ends = np.asarray(index, dtype=np.int64)
+    starts = np.union1d(np.concatenate([[0], ends]), np.arange(0, max(n, 1), max(chunk, 1)))
+    return starts[starts < n]
+
+
+def piece_checksums(raw: bytes | memoryview, a: int, starts: np.ndarray, itemsize: int = 8
+                    ) -> np.ndarray:
+    """CRC32C of each piece starting in ``[a, a + len(raw) / itemsize)`` (pieces never cross
+    the end of a chunk-aligned block), ``raw`` being the stored bytes of those elements."""
+    import crc32c
+
+    b = a + len(raw) // itemsize
+    lo, hi = np.searchsorted(starts, [a, b])
+    edges = [*(int(s) for s in starts[lo:hi]), b]
+    view = memoryview(raw)
+    return np.array([crc32c.crc32c(view[(s - a) * itemsize:(e - a) * itemsize])
+                     for s, e in zip(edges[:-1], edges[1:], strict=True)], dtype=np.uint32)
 
 
 def strict_tables(version: int) -> bool:

@@ -169,7 +169,8 @@ def test_worker_and_scheduler_pods(kit, gateway_for):
     worker = pods["worker"]["spec"]
     assert worker["priorityClassName"] == "from-chart-values"  # merged, not replaced
     (container,) = worker["containers"]
-    assert container["resources"]["limits"] == {"cpu": "2.000", "memory": str(8 * GIB)}
+    assert container["resources"]["limits"] == {"cpu": "2.000", "memory": str(8 * GIB),
+                                                "ephemeral-storage": "11Gi"}  # spillDisk + 1
     # dask.worker.threadsPerCore (2): two threads per core, so that reads overlap compute
     # (dask-gateway's own default would be one per core)
     assert container["args"][container["args"].index("--nthreads") + 1] == "4"

@@ -40,11 +40,14 @@ def run_hub_snippets(c, values: dict) -> None:
 #: Every configurable class that z2jh's jupyterhub_config.py and our snippet configure.
 def hub_classes() -> list[type]:
     from jupyterhub.app import JupyterHub
+    from jupyterhub.authenticators.shared import SharedPasswordAuthenticator
     from jupyterhub.crypto import CryptKeeper
     from jupyterhub.proxy import ConfigurableHTTPProxy
     from kubespawner import KubeSpawner
 
-    return [JupyterHub, KubeSpawner, ConfigurableHTTPProxy, CryptKeeper]
+    # The login of the value sets (the trial mode, helm/examples/trial.yaml).
+    return [JupyterHub, KubeSpawner, ConfigurableHTTPProxy, CryptKeeper,
+            SharedPasswordAuthenticator]
 
 
 @pytest.mark.parametrize("value_set", ["defaults", "secret-credentials", "iam-role",

@@ -9,7 +9,7 @@ import pytest
 RELEASE = "hub"
 NAMESPACE = "neuro"
 ALL_SETS = ["defaults", "secret-credentials", "iam-role", "custom-endpoint", "profiles",
-            "spot-workers"]
+            "spot-workers", "github-oauth", "https"]
 STANDARD_LABELS = {
     "helm.sh/chart": "neuropixels-hub-0.1.0",
     "app.kubernetes.io/name": "neuropixels-hub",
@@ -34,9 +34,9 @@ def settings(kit, objects) -> dict:
 def test_default_objects(render):
     kinds = sorted((o["kind"], o["metadata"]["name"]) for o in render("defaults"))
     assert kinds == [
+        ("ConfigMap", "neuropixels-hub-jupyter"),
         ("ConfigMap", "neuropixels-hub-settings"),
         ("NetworkPolicy", f"{RELEASE}-neuropixels-hub-dask-clusters"),
-        ("NetworkPolicy", f"{RELEASE}-neuropixels-hub-dask-scheduler-metrics"),
         ("NetworkPolicy", f"{RELEASE}-neuropixels-hub-notebooks"),
         ("NetworkPolicy", f"{RELEASE}-neuropixels-hub-proxy-to-gateway"),
         ("ServiceAccount", f"{RELEASE}-neuropixels-hub-user"),
@@ -126,7 +126,7 @@ def test_subchart_wiring_in_values(kit, render):
     """daskhub parity, and every name the subcharts' values refer to exists in our output."""
     values = kit.values_for("defaults")
     jh, gw = values["jupyterhub"], values["dask-gateway"]
-    (cm,) = kit.find(render("defaults"), "ConfigMap")
+    (cm,) = kit.find(render("defaults"), "ConfigMap", "neuropixels-hub-settings")
 
     ref = jh["hub"]["extraEnv"]["NEUROPIXELS_HUB_SETTINGS"]["valueFrom"]["configMapKeyRef"]
     assert ref["name"] == cm["metadata"]["name"] and ref["key"] in cm["data"]
@@ -204,28 +204,25 @@ def test_dask_policy_shape(kit, render):
         "ports": [{"port": 443, "protocol": "TCP"}]}]
 
 
-def test_network_policies_can_be_disabled(kit, helm):
-    objects = helm.template(sets=["networkPolicy.enabled=false"])
-    assert not kit.find(objects, "NetworkPolicy")
-    assert kit.find(objects, "ConfigMap")
-
-
 def test_notes_tell_the_operator_what_next(helm, kit):
+    login = ("--values", str(kit.EXAMPLES / kit.LOGIN))
     out = helm.run("install", RELEASE, str(helm.chart), "--namespace", NAMESPACE,
-                   "--dry-run=client", "--values", str(kit.EXAMPLES / "secret-credentials.yaml"))
+                   "--dry-run=client", *login,
+                   "--values", str(kit.EXAMPLES / "secret-credentials.yaml"))
     assert out.returncode == 0, out.stderr
     notes = out.stdout.split("NOTES:", 1)[1]
-    assert f"kubectl -n {NAMESPACE} get service proxy-public" in notes
+    assert f"kubectl -n {NAMESPACE} port-forward service/proxy-public 8080:http" in notes
+    assert "TRIAL MODE: only alice, bob, with the shared password." in notes
     assert "npd.get_client()" in notes
     assert "worker_cores 0.5-4 (default 1)" in notes
     assert "2 clusters per user" in notes
     assert f"kubectl -n {NAMESPACE} get secret neuropixels-s3" in notes
     assert "WARNING" not in notes
 
-    mismatch = helm.run("install", RELEASE, str(helm.chart), "--dry-run=client",
+    mismatch = helm.run("install", RELEASE, str(helm.chart), "--dry-run=client", *login,
                         "--set", "image.tag=0.2.0")
     assert "WARNING: jupyterhub.singleuser.image" in mismatch.stdout
 
-    irsa_anon = helm.run("install", RELEASE, str(helm.chart), "--dry-run=client",
+    irsa_anon = helm.run("install", RELEASE, str(helm.chart), "--dry-run=client", *login,
                          "--set", "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=x")
     assert "the IAM role is not used" in irsa_anon.stdout

@@ -77,11 +77,11 @@ def test_subchart_keys_pass_through(helm):
 
 
 def test_helm_lint_strict(helm, kit):
-    for files in ([], *[[str(kit.EXAMPLES / f)] for f in sorted(
+    for files in ([kit.LOGIN], *[kit.with_login([f]) for f in sorted(
             {f for fs in kit.VALUE_SETS.values() for f in fs})]):
         args = ["lint", "--strict", str(helm.chart)]
         for file in files:
-            args += ["--values", file]
+            args += ["--values", str(kit.EXAMPLES / file)]
         out = helm.run(*args)
         assert out.returncode == 0, out.stdout + out.stderr
         assert "0 chart(s) failed" in out.stdout
@@ -104,9 +104,13 @@ def _schema_at(schema: dict, path: str, root: dict) -> dict | None:
         if "$ref" in node:
             node = root["definitions"][node["$ref"].rsplit("/", 1)[1]]
         props = node.get("properties", {})
-        if part not in props:
+        if part in props:
+            node = props[part]
+        elif isinstance(node.get("additionalProperties"), dict):
+            # A map's entry (a label, whose key may hold "/"): the rest of the path is its key.
+            return node["additionalProperties"]
+        else:
             return None
-        node = props[part]
     return node
 
 

@@ -21,7 +21,7 @@ import yaml
 
 CHECKOV_VERSION = "3.3.30"
 ALL_SETS = ["defaults", "secret-credentials", "iam-role", "custom-endpoint", "profiles",
-            "spot-workers"]
+            "spot-workers", "github-oauth", "https"]
 POD_SETS = ["secret-credentials", "spot-workers"]
 
 #: Checks the generated pods do not pass, and why that is the right trade-off here.

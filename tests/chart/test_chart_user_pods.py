@@ -270,7 +270,7 @@ def test_images_pin_by_digest(real_subcharts):
     for role, pod in release.dask_pods().items():
         assert pod["spec"]["containers"][0]["image"] == pinned, role
     out = kit.helm.run("install", "hub", str(kit.chart_dir), "--dry-run=client",
-                       "--set", f"image.tag={tag}", "--set", f"jupyterhub.singleuser.image.tag={tag}")
+                       "--values", str(kit.EXAMPLES / kit.LOGIN), "--set", f"image.tag={tag}", "--set", f"jupyterhub.singleuser.image.tag={tag}")
     assert out.returncode == 0, out.stderr
     assert "WARNING" not in out.stdout.split("NOTES:", 1)[1]
 
@@ -309,20 +309,23 @@ def test_limits_follow_requests_whatever_else_sets_them(real_subcharts):
         resources = pod["spec"]["containers"][0]["resources"]
         assert resources["limits"] == resources["requests"], role
     assert pods["worker"]["spec"]["containers"][0]["resources"]["limits"] == {
-        "cpu": "4.000", "memory": str(16 * kit.GIB)}
+        "cpu": "4.000", "memory": str(16 * kit.GIB),
+        "ephemeral-storage": "11Gi"}  # dask.worker.spillDisk + 1 GiB
 
 
 # ---- Prometheus ---------------------------------------------------------------------------------
 
 def test_schedulers_are_annotated_for_prometheus(real_subcharts):
+    """Annotation-based discovery, for a Prometheus that uses it (off by default: the Prometheus
+    Operator ignores annotations; metrics.enabled renders its monitors)."""
     kit = real_subcharts
-    pods = kit.release().dask_pods()
+    pods = kit.release(sets=["dask.scheduler.prometheusAnnotations=true"]).dask_pods()
     annotations = pods["scheduler"]["metadata"]["annotations"]
     assert {k: v for k, v in annotations.items() if k.startswith("prometheus.io/")} == {
         "prometheus.io/scrape": "true", "prometheus.io/port": "8787",
         "prometheus.io/path": "/metrics"}
     assert 8787 in [p["containerPort"] for p in pods["scheduler"]["spec"]["containers"][0]["ports"]]
     assert not any(k.startswith("prometheus.io/") for k in pods["worker"]["metadata"]["annotations"])
-    off = kit.release(sets=["dask.scheduler.prometheusAnnotations=false"]).dask_pods()
+    off = kit.release().dask_pods()
     assert not any(k.startswith("prometheus.io/")
                    for k in off["scheduler"]["metadata"]["annotations"])

@@ -39,6 +39,7 @@ from neuropixels_dask.local.hub.launcher import (
     load_values,
     render_settings_helm,
     render_settings_python,
+    trial_login,
 )
 from neuropixels_dask.local.hub.serverconfig import RUN_MARKER, configure_gateway, configure_hub
 from neuropixels_dask.local.resources import chart_dir
@@ -229,7 +230,9 @@ def test_settings_fallback_equals_helm(tmp_path, files):
     local = tmp_path / "local.yaml"
     local.write_text(yaml.safe_dump({**TEST_VALUES, "s3": {"anon": False,
                                                            "endpointUrl": "http://127.0.0.1:9"},
-                                     "credentials": {"existingSecret": "hub-local-s3"}}))
+                                     "credentials": {"existingSecret": "hub-local-s3"},
+                                     "jupyterhub": {"hub": {"config": trial_login(
+                                         ["alice"], "x" * 8)}}}))
     value_files.append(local)
     by_helm = render_settings_helm(_helm(), CHART, value_files, tmp_path, "hub", "neuro")
     by_python = render_settings_python(load_values(CHART, value_files),
@@ -264,7 +267,8 @@ def test_config_files_run_the_chart_snippets(monkeypatch, tmp_path):
 
     values = load_values(CHART, overrides=[TEST_VALUES, {
         "s3": {"anon": False, "endpointUrl": "http://127.0.0.1:9"},
-        "credentials": {"existingSecret": "hub-local-s3"}}])
+        "credentials": {"existingSecret": "hub-local-s3"},
+        "jupyterhub": {"hub": {"config": trial_login(["alice"], "x" * 8)}}}])
     settings = render_settings_python(values)
     settings["gateway"].update(address="http://127.0.0.1:1/services/dask-gateway",
                                proxyAddress="gateway://127.0.0.1:2",
@@ -282,6 +286,11 @@ def test_config_files_run_the_chart_snippets(monkeypatch, tmp_path):
     assert hub.Spawner.environment["DASK_GATEWAY__PROXY_ADDRESS"] == "gateway://127.0.0.1:2"
     assert hub.Spawner.environment["AWS_ACCESS_KEY_ID"] == "k"
     assert hub.Spawner.environment["NEUROPIXELS_DASK__S3__ANON"] == "false"
+    # The login is the values' hub.config, applied as z2jh does: the chart's trial mode.
+    assert hub.JupyterHub.authenticator_class == "shared-password"
+    assert hub.SharedPasswordAuthenticator.user_password == "x" * 8
+    assert hub.Authenticator.allowed_users == ["alice"]
+    assert "allow_all" not in hub.Authenticator
     (service,) = hub.JupyterHub.services
     assert service == {"name": "dask-gateway", "display": False, "api_token": "s",
                        "url": "http://127.0.0.1:3"}

@@ -38,6 +38,7 @@ import contextlib
 import copy
 import functools
 import hashlib
+import inspect
 import ipaddress
 import json
 import os
@@ -78,12 +79,40 @@ GIB = 2**30
 #: kubelet verifies runAsNonRoot against it when a container sets no runAsUser.
 IMAGE_UID = 1000
 
-#: Named value sets: values.yaml alone, and each example file over it (every helm/examples/*.yaml,
-#: so a new example is covered without touching the tests).
+#: The least an operator must add to values.yaml: who may log in (the chart refuses to render
+#: without it). The trial mode's example, under every value set that sets no login of its own.
+LOGIN = "trial.yaml"
+#: Where values name the authenticator (z2jh's hub.config).
+AUTHENTICATOR_KEY = "jupyterhub.hub.config.JupyterHub.authenticator_class"
+
+#: Named value sets: values.yaml with the login, and each example file over it (every
+#: helm/examples/*.yaml, so a new example is covered without touching the tests; the login's own
+#: file is "defaults").
 VALUE_SETS: dict[str, tuple[str, ...]] = {
     "defaults": (),
-    **{path.stem: (path.name,) for path in sorted(EXAMPLES.glob("*.yaml"))},
+    **{path.stem: (path.name,) for path in sorted(EXAMPLES.glob("*.yaml"))
+       if path.name != LOGIN},
 }
+
+
+def sets_login(values: Mapping) -> bool:
+    """Whether a values mapping names an authenticator (then no login is added under it)."""
+    node: Any = values
+    for key in AUTHENTICATOR_KEY.split("."):
+        if not isinstance(node, Mapping) or key not in node:
+            return False
+        node = node[key]
+    return True
+
+
+def with_login(files: Iterable[str]) -> tuple[str, ...]:
+    """``files`` with the trial login first, unless one of them names its own authenticator."""
+    files = tuple(files)
+    for name in files:
+        path = EXAMPLES / name if "/" not in str(name) else Path(name)
+        if name == LOGIN or sets_login(yaml.safe_load(path.read_text()) or {}):
+            return files
+    return (LOGIN, *files)
 
 SMOKE_REASON = ("smoke mode: the real jupyterhub and dask-gateway charts are not here "
                 f"({SHARED_CHARTS} or `helm dependency update`), so their code cannot run")
@@ -166,10 +195,14 @@ class Helm:
                               timeout=120)
 
     def template_args(self, files: Iterable[str] = (), sets: Iterable[str] = (),
-                      release: str = RELEASE) -> list[str]:
+                      release: str = RELEASE, login: bool = True) -> list[str]:
         """``sets`` items go to --set, or to --set-json when prefixed with "json:" (helm's --set
-        reads 0.5 as a string). ``files``: example names, or paths."""
+        reads 0.5 as a string). ``files``: example names, or paths. ``login``: add the trial
+        login (:data:`LOGIN`) unless the files or sets name an authenticator."""
         args = ["template", release, str(self.chart), "--namespace", NAMESPACE]
+        sets = list(sets)
+        if login and not any(AUTHENTICATOR_KEY in item for item in sets):
+            files = with_login(files)
         for name in files:
             args += ["--values", str(EXAMPLES / name) if "/" not in str(name) else str(name)]
         for item in sets:
@@ -190,9 +223,10 @@ class Helm:
         objects, sources = self.template_all(files, sets, release)
         return [o for o, s in zip(objects, sources, strict=True) if is_ours(s)]
 
-    def template_error(self, files: Iterable[str] = (), sets: Iterable[str] = ()) -> str:
+    def template_error(self, files: Iterable[str] = (), sets: Iterable[str] = (),
+                       login: bool = True) -> str:
         """helm's error message for values that must be refused."""
-        out = self.run(*self.template_args(files, sets))
+        out = self.run(*self.template_args(files, sets, login=login))
         assert out.returncode != 0, f"helm accepted values it should refuse: {list(sets)}"
         return out.stderr
 
@@ -206,7 +240,7 @@ def is_ours(source: str) -> bool:
 @functools.cache
 def _values(name: str) -> str:
     merged = yaml.safe_load((CHART / "values.yaml").read_text())
-    for file in VALUE_SETS[name]:
+    for file in with_login(VALUE_SETS[name]):
         merged = merge_values(merged, yaml.safe_load((EXAMPLES / file).read_text()))
     return json.dumps(merged)
 
@@ -510,9 +544,10 @@ class Release:
         return config, calls
 
     def user_pod(self, user_options: dict | None = None, user: str = "alice",
-                 config=None) -> dict:
+                 config=None, admin: bool = False) -> dict:
         """The notebook pod a real KubeSpawner makes for ``user`` from the hub's config."""
-        return user_pod(config if config is not None else self.hub_config(), user_options, user)
+        return user_pod(config if config is not None else self.hub_config(), user_options, user,
+                        admin)
 
     # -- the gateway --
     def _gateway_container(self, controller: bool) -> tuple[dict, dict]:
@@ -611,14 +646,17 @@ def no_kube_api() -> Iterator[None]:
         yield
 
 
-def user_pod(c, user_options: dict | None = None, user: str = "alice") -> dict:
+def user_pod(c, user_options: dict | None = None, user: str = "alice",
+             admin: bool = False) -> dict:
     """The pod manifest a real KubeSpawner makes from config ``c``, as Kubernetes JSON: for a
-    user named ``user`` whose server lives at /user/<user>/ (JUPYTERHUB_SERVICE_PREFIX)."""
+    user named ``user`` (a hub admin or not) whose server lives at /user/<user>/
+    (JUPYTERHUB_SERVICE_PREFIX), after the pre-spawn hook that JupyterHub runs before start."""
     from jupyterhub.objects import Server
     from kubernetes_asyncio.client import ApiClient
     from kubespawner import KubeSpawner
 
-    owner = types.SimpleNamespace(name=user, id=1, url=f"/user/{user}/", escaped_name=user)
+    owner = types.SimpleNamespace(name=user, id=1, url=f"/user/{user}/", escaped_name=user,
+                                  admin=admin)
 
     async def build() -> dict:
         spawner = KubeSpawner(config=c, _mock=True, user=owner)
@@ -626,6 +664,9 @@ def user_pod(c, user_options: dict | None = None, user: str = "alice") -> dict:
         if user_options is not None:
             spawner.user_options = user_options
             await spawner.load_user_options()
+        result = spawner.run_pre_spawn_hook()
+        if inspect.isawaitable(result):
+            await result
         pod = await spawner.get_pod_manifest()
         async with ApiClient() as api:
             return api.sanitize_for_serialization(pod)
@@ -903,6 +944,8 @@ class Kit:
     CHART = CHART
     EXAMPLES = EXAMPLES
     VALUE_SETS = VALUE_SETS
+    LOGIN = LOGIN
+    with_login = staticmethod(with_login)
     SHARED_CHARTS = SHARED_CHARTS
     SMOKE_REASON = SMOKE_REASON
     subchart_packages = staticmethod(subchart_packages)

@@ -184,6 +184,20 @@ def test_bad_selections_are_refused_clearly(session, ids, call, error, message):
         call(session, ids[1])
 
 
+@pytest.mark.parametrize(("url", "error", "message"), [
+    ("", "InvalidURLError", "URL is empty"), ("   ", "InvalidURLError", "URL is empty"),
+    ("foo://bucket/cache", "InvalidURLError", "unknown protocol 'foo'.*s3://"),
+    ("FILE", "CacheNotFoundError", "is a file, not a folder")])
+def test_cache_urls_that_name_nothing(url, error, message, tiny_cache_dir):
+    """An empty URL is not "the public bucket", an unknown protocol or a file is not a bare
+    ValueError / NotADirectoryError (issue 26, item 6)."""
+    url = os.path.join(tiny_cache_dir, "sessions.csv") if url == "FILE" else url
+    with pytest.raises(NeuropixelsDaskError, match=message) as caught:
+        npd.open_cache(url)
+    assert type(caught.value).__name__ == error
+    assert isinstance(caught.value, ValueError if error == "InvalidURLError" else OSError)
+
+
 def test_bad_session_ids(tiny_cache_dir):
     cache = npd.open_cache(tiny_cache_dir)
     with pytest.raises(UnknownSessionError, match="not an integer"):

@@ -32,7 +32,7 @@ import yaml
 RELEASE, NAMESPACE = "hub", "neuro"
 GATEWAY = f"{RELEASE}-dask-gateway"
 ALL_SETS = ["defaults", "secret-credentials", "iam-role", "custom-endpoint", "profiles",
-            "spot-workers"]
+            "spot-workers", "github-oauth", "https"]
 
 
 # ---- the release's pods and policies ---------------------------------------------------------
@@ -189,23 +189,32 @@ def test_workload_identity_opens_exactly_its_endpoint(kit, pods, provider):
 
 
 def test_prometheus_scrapes_scheduler_metrics_only(kit, pods):
-    """The cluster's Prometheus (networkPolicy.prometheus) reaches each scheduler's /metrics
-    port, nothing else of a Dask cluster; without peers, nobody does."""
-    p = pods()
+    """The cluster's Prometheus, from the namespace the operator names (metrics.prometheus),
+    reaches each scheduler's /metrics port and the hub's, nothing else of a Dask cluster; a pod
+    labelled like Prometheus in another namespace does not; without metrics, nobody does."""
+    p = pods(sets=["metrics.enabled=true"])
     prometheus = _pod({"app.kubernetes.io/name": "prometheus"}, "monitoring")
+    impostor = _pod({"app.kubernetes.io/name": "prometheus"}, "someones-namespace")
+    hub = [d["spec"]["template"]["metadata"]["labels"] for d in kit.release(
+        sets=["metrics.enabled=true"]).find("Deployment") if d["metadata"]["name"] == "hub"][0]
 
-    def ingress(dst: str, peer, port: int, policies=p["policies"]) -> bool:
-        return allowed(policies, kit, "Ingress", p[dst], peer, port)
+    def ingress(dst, peer, port: int, policies=p["policies"]) -> bool:
+        return allowed(policies, kit, "Ingress", p[dst] if isinstance(dst, str) else dst, peer,
+                       port)
 
     assert ingress("scheduler", prometheus, 8787)
+    assert ingress(hub, prometheus, 8081)
     assert not ingress("scheduler", prometheus, 8786)
     assert not ingress("scheduler", prometheus, 8788)
     assert not ingress("worker", prometheus, 8787)
+    assert not ingress("scheduler", impostor, 8787)
+    assert not ingress(hub, impostor, 8081)
     assert not ingress("scheduler", _pod({"app.kubernetes.io/name": "grafana"}, "monitoring"),
                        8787)
     assert not ingress("scheduler", _pod(p["stranger"]), 8787)
-    none = pods(sets=["json:networkPolicy.prometheus=[]"])
+    none = pods()
     assert not ingress("scheduler", prometheus, 8787, policies=none["policies"])
+    assert not ingress(hub, prometheus, 8081, policies=none["policies"])
 
 
 # ---- the gateway's authentication -----------------------------------------------------------

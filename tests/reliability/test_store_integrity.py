@@ -128,7 +128,7 @@ def _copy_of(pristine: str, folder, sid: int) -> tuple[str, str, dict[str, str],
 def test_every_chunk_and_shard_carries_a_checksum(pristine, ids):
     store = zs.store_url(os.path.join(pristine, f"session_{ids[0]}"), ids[0])
     root = zarr.open_group(store, mode="r")
-    assert root.attrs[zs.ATTRS_KEY]["version"] == zs.FORMAT_VERSION == 2
+    assert root.attrs[zs.ATTRS_KEY]["version"] == zs.FORMAT_VERSION == 3
     arrays = [a for _, a in root.members(max_depth=None) if isinstance(a, zarr.Array)]
     assert len(arrays) > 50
     for arr in arrays:
@@ -295,10 +295,12 @@ def _downgrade_to_format_1(store: str) -> None:
     info = dict(root.attrs[zs.ATTRS_KEY])
     info["version"] = 1
     root.attrs[zs.ATTRS_KEY] = info
+    os.remove(os.path.join(store, zs.STORE_MANIFEST))  # format 1 had none
     zarr.consolidate_metadata(store)
 
 
 @pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
+@pytest.mark.filterwarnings("ignore::neuropixels_dask.errors.UnverifiedStoreWarning")
 def test_format_1_stores_are_still_read_and_checked(pristine, ids, tmp_path):
     sid = ids[0]
     copy, store, keys, pid = _copy_of(pristine, tmp_path / "v1", sid)
@@ -316,3 +318,85 @@ def test_format_1_stores_are_still_read_and_checked(pristine, ids, tmp_path):
     with pytest.raises(DamagedStoreError, match=keys["lfp"]):
         npd.open_cache(copy).get_session_data(sid).get_lfp(pid).compute()
     assert verify.check_store(store).keys == {keys["lfp"]}
+
+
+def _as_format_2(store: str) -> None:
+    """Rewrite a store as format 2 left it: no manifest, no spike-time checksums."""
+    os.remove(os.path.join(store, zs.STORE_MANIFEST))
+    shutil.rmtree(os.path.join(store, *zs.SPIKE_CRC_PATH.split("/")))
+    root = zarr.open_group(store, mode="r+")
+    info = dict(root.attrs[zs.ATTRS_KEY])
+    info["version"] = 2
+    root.attrs[zs.ATTRS_KEY] = info
+    with pytest.warns(UserWarning):  # zarr: "consolidated metadata is not in the spec"
+        zarr.consolidate_metadata(store)
+
+
+def test_format_2_stores_without_a_manifest_read_with_a_warning(pristine, ids, tmp_path):
+    """A store written before the manifest (format 2: no metadata checksums, no spike-time
+    checksums) still reads, and says how to upgrade; verify notes it."""
+    from neuropixels_dask.errors import UnverifiedStoreWarning
+
+    sid = ids[0]
+    copy, store, keys, pid = _copy_of(pristine, tmp_path / "v2", sid)
+    _as_format_2(store)
+    a = npd.open_cache(pristine).get_session_data(sid, **NO_FILTERS)
+    with pytest.warns(UnverifiedStoreWarning, match="convert SRC NEWDST"):
+        b = npd.open_cache(copy).get_session_data(sid, **NO_FILTERS)
+    assert all(a.spike_times[u].tobytes() == b.spike_times[u].tobytes() for u in a.units.index)
+    assert b.get_lfp(pid).values.tobytes() == a.get_lfp(pid).values.tobytes()
+    report = verify.check_store(store)
+    assert report.ok and "no manifest.json" in str(report), str(report)
+
+
+def test_edited_metadata_is_named_found_and_rewritten(pristine, ids, tmp_path, tiny_cache_dir):
+    """An edited array zarr.json (the dtype, as a partial sync or a hand edit could leave it) is
+    a DamagedStoreError naming it, verify lists it, convert writes it back (issue 23)."""
+    sid = ids[0]
+    copy, store, keys, pid = _copy_of(pristine, tmp_path / "edit", sid)
+    doc = os.path.join(store, "lfp", keys["pid"], "data", "zarr.json")
+    with open(doc) as f:
+        text = f.read()
+    assert '"int16"' in text or '"float32"' in text
+    with open(doc, "w") as f:
+        f.write(text.replace('"int16"', '"uint16"').replace('"float32"', '"int32"'))
+    with pytest.raises(DamagedStoreError, match=f"{keys['pid']}/data/zarr.json is damaged"):
+        npd.open_cache(copy).get_session_data(sid).get_lfp(pid).compute()
+    assert verify.check_store(store).keys == {f"lfp/{keys['pid']}/data/zarr.json"}
+    with dask.config.set(scheduler="threads"):
+        (r,) = cv.convert(tiny_cache_dir, copy, [sid], layout=SMALL, progress=False)
+    assert r.status == "repaired", r
+    assert verify.check_store(store, deep=True).ok
+    a = npd.open_cache(pristine).get_session_data(sid)
+    assert npd.open_cache(copy).get_session_data(sid).get_lfp(pid).values.tobytes() == \
+        a.get_lfp(pid).values.tobytes()
+
+
+@pytest.mark.filterwarnings("ignore::neuropixels_dask.errors.UnverifiedStoreWarning")
+def test_unreadable_metadata_is_named_without_a_manifest_too(pristine, ids, tmp_path):
+    """Where no manifest checks it (format 2), a broken root zarr.json is a DamagedStoreError,
+    not a JSONDecodeError, and invalid array metadata not a bare MetadataValidationError
+    (issue 26, item 6)."""
+    sid = ids[0]
+    copy, store, keys, pid = _copy_of(pristine, tmp_path / "broken", sid)
+    _as_format_2(store)
+    root_doc = os.path.join(store, "zarr.json")
+    with open(root_doc, "rb") as f:
+        good = f.read()
+    with open(root_doc, "wb") as f:
+        f.write(good[:len(good) // 2])
+    with pytest.raises(DamagedStoreError, match=r"\.zarr/zarr.json is damaged.*JSONDecodeError"
+                       ) as caught:
+        npd.open_cache(copy).get_session_data(sid)
+    assert "convert" in str(caught.value)
+    with open(root_doc, "wb") as f:
+        f.write(good)
+    doc = os.path.join(store, "lfp", keys["pid"], "data", "zarr.json")
+    with open(doc) as f:
+        meta = json.load(f)
+    meta["data_type"] = "int17"
+    with open(doc, "w") as f:
+        json.dump(meta, f)
+    with pytest.raises(DamagedStoreError, match=f"{keys['pid']}/data/zarr.json is damaged.*"
+                       "not valid array metadata"):
+        npd.open_cache(copy).get_session_data(sid).get_lfp(pid).compute()

@@ -34,11 +34,39 @@ class LFPSource:
     #: the (large) timestamps array
     t_first: float = 0.0
     t_last: float = 0.0
+    #: whether the timestamps are evenly spaced from ``t_first`` to ``t_last`` (checked on a
+    #: sample when the source is opened): if not, times come from the stored timestamps,
+    #: never from the rate
+    evenly_spaced: bool = True
 
     @property
     def rate(self) -> float:
         n = self.shape[0]
         return (n - 1) / (self.t_last - self.t_first) if n > 1 else float("nan")
+
+
+#: how far (in sample periods) a timestamp may lie from its place on an even grid before the
+#: grid is not trusted: beyond half a period the grid would give a window other samples
+EVEN_TOLERANCE = 0.5
+
+
+def is_evenly_spaced(index: np.ndarray, stamps: np.ndarray, n: int) -> bool:
+    """Whether timestamps ``stamps`` of samples ``index`` (sorted; the first is sample 0 and
+    the last sample ``n - 1``) lie on the even grid from the first to the last, each within
+    :data:`EVEN_TOLERANCE` of a period, and increase. A sample of the chunks of a long series
+    makes this a cheap check at open; a gap or a jump inside the sampled chunks fails it."""
+    stamps = np.asarray(stamps, dtype=np.float64)
+    if n < 2:
+        return True
+    t0, t1 = float(stamps[0]), float(stamps[-1])
+    if not (np.isfinite(t0) and np.isfinite(t1) and t1 > t0) or not np.all(np.isfinite(stamps)):
+        return False
+    period = (t1 - t0) / (n - 1)
+    grid = t0 + np.asarray(index, dtype=np.float64) * period
+    if np.any(np.abs(stamps - grid) > EVEN_TOLERANCE * period):
+        return False
+    same_chunk = np.diff(index) == 1
+    return bool(np.all(np.diff(stamps)[same_chunk] > 0))
 
 
 @dataclass(frozen=True)

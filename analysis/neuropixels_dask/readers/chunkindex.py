@@ -15,6 +15,15 @@ layout message v3, v1 B-tree nodes of type 1, 8-byte offsets). Anything else (a 
 another chunk index, other offset sizes, a signature that does not match) returns ``None`` and
 the caller falls back to h5py's own lookup, so the worst case is the old speed, never a wrong
 answer. tests/test_chunkindex.py checks every chunk against h5py.
+
+What is read is checked before it is believed, so that damage is an error and never a chunk at
+the wrong place: a chunk's origin must lie on the chunk grid and inside the dataset, the keys of
+a node must increase strictly, a child must sit one level below its parent and start at the key
+that led to it, chunk sizes must fit the filters (an unfiltered chunk is exactly one chunk of
+bytes), a filter mask may only name filters the dataset has, and the stored chunks of a node must
+not overlap in the file. Anything else raises :class:`DamagedIndex`, which the reader reports as
+an ``InvalidFileError`` naming the file (h5py refuses the same files with "bad coordinate
+offset" and the like).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import h5py
+import numpy as np
 
 #: bytes fetched per B-tree node: enough for 2K = 64 entries of a 3-D chunk key (the default)
 NODE_FETCH = 8192
@@ -47,12 +57,31 @@ class ChunkInfo:
     filter_mask: int
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """What a chunk key is checked against: the dataset's shape and chunk shape, how many
+    filters its pipeline has, the bytes of one unfiltered chunk, and the file's size."""
+
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    nfilters: int
+    chunk_bytes: int
+    eof: int
+
+
+class DamagedIndex(Exception):
+    """The chunk index contradicts itself or the dataset: the file is damaged (the reader
+    turns this into an ``InvalidFileError`` naming the file)."""
+
+
 class ChunkIndex:
     """The chunk B-tree of one dataset, read lazily and level by level with ``fetch``."""
 
-    def __init__(self, root: int, ndims: int, fetch: Fetch, read: Read | None = None) -> None:
+    def __init__(self, root: int, ndims: int, fetch: Fetch, read: Read | None = None,
+                 geometry: Geometry | None = None) -> None:
         self.root = root
         self.ndims = ndims  # the dataset's rank (keys carry one more, always 0)
+        self.geometry = geometry  # None: keys are not checked against the dataset
         self._fetch = fetch
         self._read = read
         self._nodes: dict[int, _Node] = {}
@@ -62,23 +91,37 @@ class ChunkIndex:
         """``{chunk origin (element coordinates): ChunkInfo or None if never written}``."""
         wanted = sorted({tuple(int(v) for v in c) for c in coords})
         found: dict[tuple[int, ...], ChunkInfo | None] = dict.fromkeys(wanted)
-        level = [(self.root, wanted)]
+        if self.root == _UNDEFINED:  # no chunk written yet: the tree was never made
+            return found
+        if self.geometry is not None and not 0 < self.root < self.geometry.eof:
+            raise DamagedIndex(f"the chunk index's root address {self.root} lies outside the "
+                               f"file ({self.geometry.eof} bytes)")
+        # (node address, wanted coordinates, (level, first key, last key) the parent expects)
+        level: list[tuple[int, list, tuple | None]] = [(self.root, wanted, None)]
         while level:
-            nodes = self._nodes_at([addr for addr, _ in level])
-            below: dict[int, list[tuple[int, ...]]] = {}
-            for (_addr, want), node in zip(level, nodes, strict=True):
+            nodes = self._nodes_at([addr for addr, _, _ in level])
+            below: dict[int, tuple[list[tuple[int, ...]], tuple]] = {}
+            for (addr, want, expect), node in zip(level, nodes, strict=True):
+                if expect is not None and (node.level, node.keys[0].origin,
+                                           node.keys[-1].origin) != expect:
+                    raise DamagedIndex(
+                        f"B-tree node at byte {addr} (level {node.level}, keys "
+                        f"{node.keys[0].origin}…{node.keys[-1].origin}) does not match the "
+                        f"entry that points to it (level {expect[0]}, keys {expect[1]}…"
+                        f"{expect[2]})")
                 for i, child in enumerate(node.children):
                     lo = node.keys[i].origin
-                    hi = node.keys[i + 1].origin if i + 1 < len(node.keys) else None
+                    hi = node.keys[i + 1].origin
                     if node.level == 0:
                         if lo in found:
                             k = node.keys[i]
                             found[lo] = ChunkInfo(child, k.size, k.filter_mask)
                         continue
-                    inside = [c for c in want if c >= lo and (hi is None or c <= hi)]
+                    inside = [c for c in want if lo <= c <= hi]
                     if inside:
-                        below.setdefault(child, []).extend(inside)
-            level = list(below.items())
+                        entry = below.setdefault(child, ([], (node.level - 1, lo, hi)))
+                        entry[0].extend(inside)
+            level = [(a, w, e) for a, (w, e) in below.items()]
         return found
 
     def _nodes_at(self, addrs: list[int]) -> list[_Node]:
@@ -92,7 +135,8 @@ class ChunkIndex:
                 blobs = [self._read(self.root, self.root + NODE_FETCH)]
             else:
                 blobs = self._fetch(missing, [a + NODE_FETCH for a in missing])
-            parsed = {a: _parse_node(b, self.ndims) for a, b in zip(missing, blobs, strict=True)}
+            parsed = {a: _parse_node(b, self.ndims, a, self.geometry)
+                      for a, b in zip(missing, blobs, strict=True)}
             with self._lock:
                 self._nodes.update(parsed)
         return [self._nodes[a] for a in addrs]
@@ -116,7 +160,8 @@ class FormatNotHandled(Exception):
     """The file uses a part of the HDF5 format this module does not read (caller falls back)."""
 
 
-def _parse_node(buf: bytes, ndims: int) -> _Node:
+def _parse_node(buf: bytes, ndims: int, addr: int = 0, geometry: Geometry | None = None
+                ) -> _Node:
     if buf[:4] != b"TREE" or buf[4] != 1:
         raise FormatNotHandled("not a v1 B-tree node of raw data chunks")
     level, used = buf[5], struct.unpack_from("<H", buf, 6)[0]
@@ -133,7 +178,64 @@ def _parse_node(buf: bytes, ndims: int) -> _Node:
         if i < used:
             children.append(struct.unpack_from("<Q", buf, pos)[0])
             pos += 8
-    return _Node(level, keys, children)
+    node = _Node(level, keys, children)
+    if geometry is not None:
+        _check_node(node, buf, ndims, addr, geometry)
+    return node
+
+
+#: an HDF5 address that was never assigned
+_UNDEFINED = (1 << 64) - 1
+
+
+def _check_node(node: _Node, buf: bytes, ndims: int, addr: int, g: Geometry) -> None:
+    """Raise :class:`DamagedIndex` where ``node`` contradicts itself or the dataset."""
+    def bad(why: str) -> DamagedIndex:
+        return DamagedIndex(f"B-tree node at byte {addr}: {why}")
+
+    key_len = 8 + 8 * (ndims + 1)
+    if not node.children:
+        raise bad("no entries")
+    # keys with their element offset: 0 for a chunk, the element size for a last key that
+    # may repeat the last chunk's origin
+    origins = [k.origin + struct.unpack_from("<Q", buf, 24 + i * (key_len + 8) + 8 + 8 * ndims)
+               for i, k in enumerate(node.keys)]
+    itemsize = g.chunk_bytes // max(1, int(np.prod(g.chunks)))
+    for i, origin in enumerate(origins):  # every key on the grid, as HDF5 decodes them
+        if any(o % c for o, c in zip(origin, (*g.chunks, itemsize), strict=True)):
+            raise bad(f"key {i} {origin} is not on the chunk grid {g.chunks} (bad coordinate "
+                      "offset)")
+        if i < len(node.children) and origin[-1]:
+            raise bad(f"key {i} has a non-zero element offset")
+    for i in range(1, len(origins)):
+        if not origins[i - 1] < origins[i]:
+            raise bad(f"keys {origins[i - 1]} and {origins[i]} are not in increasing order "
+                      "(two chunks overlap, or a key was damaged)")
+    if node.level:
+        for child in node.children:
+            if not 0 < child < g.eof:
+                raise bad(f"a child node's address {child} lies outside the file ({g.eof} "
+                          "bytes)")
+        return
+    spans = []
+    for k, child in zip(node.keys, node.children, strict=False):
+        if any(o >= n for o, n in zip(k.origin, g.shape, strict=True)):
+            raise bad(f"chunk origin {k.origin} lies outside the dataset's shape {g.shape}")
+        if k.filter_mask >> g.nfilters:
+            raise bad(f"chunk {k.origin} has filter mask {k.filter_mask:#x}, but the dataset "
+                      f"has {g.nfilters} filter(s)")
+        if k.size == 0 or (g.nfilters == 0 and k.size != g.chunk_bytes):
+            raise bad(f"chunk {k.origin} is stored in {k.size} bytes; an unfiltered chunk "
+                      f"is {g.chunk_bytes}" if g.nfilters == 0 else
+                      f"chunk {k.origin} is stored in 0 bytes")
+        if not 0 < child < child + k.size <= g.eof:
+            raise bad(f"chunk {k.origin} at bytes {child}–{child + k.size} lies outside the "
+                      f"file ({g.eof} bytes)")
+        spans.append((child, child + k.size))
+    spans.sort()
+    for (a0, a1), (b0, _) in zip(spans, spans[1:], strict=False):
+        if b0 < a1:
+            raise bad(f"the chunks stored at bytes {a0} and {b0} overlap")
 
 
 def _messages(buf: bytes, header_addr: int, fetch: Read) -> Iterable[tuple[int, bytes]]:
@@ -204,6 +306,14 @@ def _header_address(ds: h5py.Dataset) -> int:
     return int(h5py.h5o.get_info(ds.id).addr)
 
 
+def geometry(ds: h5py.Dataset) -> Geometry:
+    """The shape, chunk shape and filter count of ``ds`` (from its header, read at open)."""
+    chunks = tuple(int(c) for c in ds.chunks)
+    return Geometry(tuple(int(n) for n in ds.shape), chunks,
+                    ds.id.get_create_plist().get_nfilters(),
+                    int(np.prod(chunks)) * ds.dtype.itemsize, int(ds.file.id.get_filesize()))
+
+
 def chunk_index(ds: h5py.Dataset, fetch: Fetch, read: Read | None = None) -> ChunkIndex | None:
     """The chunk index of ``ds`` read through ``fetch(starts, stops) -> [bytes]``, or ``None``
     when this module cannot read it (the caller then asks h5py chunk by chunk).
@@ -230,7 +340,7 @@ def chunk_index(ds: h5py.Dataset, fetch: Fetch, read: Read | None = None) -> Chu
             (root,) = struct.unpack_from("<Q", body, 3)
             if rank != ds.ndim:
                 return None
-            return ChunkIndex(root, rank, fetch, read)
+            return ChunkIndex(root, rank, fetch, read, geometry(ds))
     except (FormatNotHandled, struct.error, IndexError, ValueError):
         return None
     return None

@@ -8,6 +8,13 @@ worker; h5py's own lookup where that does not apply), fetches them in one concur
 inflates them itself. That keeps
 transfers at the compressed size of the touched chunks and lets threads overlap their requests
 (h5py serialises all its calls within a process).
+
+What it returns is what HDF5 returns, or an ``InvalidFileError`` naming the file, never other
+numbers: a chunk never written reads as the dataset's fill value, a Fletcher32 checksum is
+verified, a chunk whose bytes do not undo to exactly one chunk is refused, the chunk index is
+checked as it is read (``chunkindex``), and a dataset this module does not read itself (not
+chunked, another filter, no defined fill value) is read by h5py, whose errors are reported in
+the same words. tests/reliability/test_nwb_damage_matrix.py holds it to that against h5py.
 """
 
 from __future__ import annotations
@@ -24,12 +31,11 @@ import pandas as pd
 
 from .. import config, inflate, storage
 from ..caching import ProcessCache
-from ..errors import CacheNotFoundError, InvalidFileError, NoLFPError
-from . import chunkindex
-from .base import LFPSource, SessionReader, SpikeSource
+from ..errors import CacheNotFoundError, InvalidFileError, NeuropixelsDaskError, NoLFPError
+from . import chunkindex, fletcher32
+from .base import LFPSource, SessionReader, SpikeSource, is_evenly_spaced
 
 H5Z_DEFLATE, H5Z_SHUFFLE, H5Z_FLETCHER32 = 1, 2, 3
-SUPPORTED_FILTERS = {H5Z_DEFLATE, H5Z_SHUFFLE, H5Z_FLETCHER32}
 #: datasets of a ragged/region column that are not scalar table columns
 _NON_SCALAR = {"spike_times", "spike_amplitudes", "waveform_mean", "tags", "timeseries",
                "electrodes", "group"}
@@ -209,7 +215,8 @@ class NWBSessionReader(SessionReader):
                 "subject_id": text("general/subject/subject_id"),
                 "age": text("general/subject/age"),
                 "species": text("general/subject/species"),
-                "session_start_time": datetime.fromisoformat(text("session_start_time")),
+                "session_start_time": datetime.fromisoformat(
+                    _str(_require(f, "session_start_time", self.file_url)[()])),
             }
 
     def running_speed(self) -> pd.DataFrame:
@@ -229,7 +236,8 @@ class NWBSessionReader(SessionReader):
         url = storage.join(self.url, f"probe_{probe_id}_lfp.nwb")
         try:
             # no separate existence check: opening says it as well, one round trip sooner
-            with open_h5(url, self.storage_options) as f:
+            with open_h5(url, self.storage_options) as f, \
+                    _h5py_errors(url, f"the LFP series of probe {probe_id}"):
                 return self._lfp_source(f, url, probe_id)
         except CacheNotFoundError:
             raise NoLFPError(
@@ -252,45 +260,99 @@ class NWBSessionReader(SessionReader):
                 "not an Allen LFP file for this probe.")
         data = f[f"{base}/data"]
         ts = f[f"{base}/timestamps"]
-        region = f[f"{base}/electrodes"][()]
-        ids = f["general/extracellular_ephys/electrodes/id"][()]
+        if not isinstance(data, h5py.Dataset) or not isinstance(ts, h5py.Dataset):
+            raise InvalidFileError(f"{url}: /{base}/data and /{base}/timestamps must be "
+                                   "datasets. The file is damaged or not an Allen LFP file: "
+                                   "re-copy it from the source cache.")
+        region = np.asarray(f[f"{base}/electrodes"][()])
+        ids = np.asarray(_require(f, "general/extracellular_ephys/electrodes/id", url)[()])
+        channel_ids = _lfp_channel_ids(url, base, data, ts, region, ids)
         chunks = data.chunks or data.shape
-        t_first, t_last = _first_and_last(f, ts, url, self.storage_options)
+        t_first, t_last, even = _sample_timestamps(f, ts, url, self.storage_options)
         return LFPSource(
             format="nwb", url=url, storage_options=self.storage_options,
             data_path=f"{base}/data", timestamps_path=f"{base}/timestamps",
             shape=tuple(int(s) for s in data.shape), chunks=tuple(int(c) for c in chunks),
-            dtype=data.dtype.str, filters=_filters(data),
-            channel_ids=tuple(int(i) for i in ids[region]),
-            t_first=t_first, t_last=t_last)
+            dtype=data.dtype.str, filters=_filters(data), channel_ids=channel_ids,
+            t_first=t_first, t_last=t_last, evenly_spaced=even)
 
 
-def _first_and_last(f: h5py.File, ts: h5py.Dataset, url: str, opts) -> tuple[float, float]:
-    """``ts[0]`` and ``ts[-1]`` of a chunked 1-D dataset, their two chunks fetched together.
+def _lfp_channel_ids(url: str, base: str, data: h5py.Dataset, ts: h5py.Dataset,
+                     region: np.ndarray, ids: np.ndarray) -> tuple[int, ...]:
+    """The channel id of each LFP column: the electrodes table's ids at the series' region.
 
-    h5py reads them one after the other (the B-tree node, the first chunk, then the last
-    chunk: three round trips); here the node is read once and both chunks in one batch (two).
-    Anything unusual (not chunked, a filter we do not undo, a chunk never written) is h5py's
-    to read.
+    The data, its region and its timestamps must agree, or the file is refused by name: a
+    column without a channel (or a channel without a column) would be read as another
+    channel's samples, or as zeros.
     """
-    n = ts.shape[0] if ts.ndim == 1 else 0
+    where = f"{url} (/{base})"
+    if data.ndim != 2 or ts.ndim != 1:
+        raise InvalidFileError(f"{where}: LFP data must be (time, channel) and its timestamps "
+                               f"1-D, not {data.shape} and {ts.shape}. The file is not an "
+                               "Allen LFP file or is damaged: re-copy it from the source cache.")
+    if ts.shape[0] != data.shape[0]:
+        raise InvalidFileError(f"{where}: the LFP data has {data.shape[0]} samples but "
+                               f"{ts.shape[0]} timestamps. The file is damaged or was written "
+                               "incompletely: re-copy it from the source cache.")
+    if region.ndim != 1 or region.dtype.kind not in "iu":
+        raise InvalidFileError(f"{where}: the LFP electrodes region is not a list of rows of "
+                               f"the electrodes table ({region.dtype}, shape {region.shape}).")
+    if region.size != data.shape[1]:
+        raise InvalidFileError(
+            f"{where}: the LFP data has {data.shape[1]} channel column(s) but its electrodes "
+            f"region lists {region.size} electrode(s); they must agree, one electrode per "
+            "column. The file is damaged or inconsistent: re-copy it from the source cache.")
+    if region.size and (int(region.min()) < 0 or int(region.max()) >= ids.size):
+        raise InvalidFileError(
+            f"{where}: the LFP electrodes region refers to rows {int(region.min())}…"
+            f"{int(region.max())} of the electrodes table, which has {ids.size} rows. The file "
+            "is damaged or inconsistent: re-copy it from the source cache.")
+    return tuple(int(i) for i in ids[region])
+
+
+#: chunks of the timestamps, besides the first and the last, checked against even spacing when
+#: an LFP file is opened (fetched in the same batch as those two)
+TIMESTAMP_SAMPLE_CHUNKS = 3
+
+
+def _sample_timestamps(f: h5py.File, ts: h5py.Dataset, url: str, opts
+                       ) -> tuple[float, float, bool]:
+    """``ts[0]``, ``ts[-1]`` and whether a sample of ``ts`` is evenly spaced between them.
+
+    The first and last chunk and :data:`TIMESTAMP_SAMPLE_CHUNKS` chunks spread between them
+    are fetched in one batch after one index lookup (h5py would read them one after the
+    other), and every timestamp in them is compared with the even spacing that the first, the
+    last and the count give (``base.is_evenly_spaced``). A dataset this module does not read
+    itself is sampled by h5py, at the same places.
+    """
+    n = ts.shape[0]
+    if n == 0:
+        raise InvalidFileError(f"{url}: the LFP series {ts.name} has no timestamps.")
     filters = _filters(ts) if ts.chunks is not None else ()
-    if n == 0 or ts.chunks is None or any(code not in SUPPORTED_FILTERS for code, _ in filters):
-        return float(ts[0]), float(ts[-1])
-    ct = ts.chunks[0]
-    last = (n - 1) // ct * ct
-    coords = [(0,), (last,)] if last else [(0,)]
-    found = _chunk_infos(url, opts, ts.name, ts, coords, _metadata_reader(f))
-    infos = [found[c] for c in coords]
-    if any(info is None for info in infos):
-        return float(ts[0]), float(ts[-1])
-    blobs = storage.fetch_ranges(url, opts, [i.offset for i in infos],
-                                 [i.offset + i.size for i in infos])
-    bufs = _unfilter_many(blobs, filters, [i.filter_mask for i in infos], ts.dtype.itemsize,
-                          ct * ts.dtype.itemsize)
-    first = np.frombuffer(bufs[0], ts.dtype)[0]
-    tail = np.frombuffer(bufs[-1], ts.dtype)[n - 1 - last]
-    return float(first), float(tail)
+    ct = ts.chunks[0] if ts.chunks is not None else n
+    n_chunks = -(-n // ct)
+    picks = sorted({0, n_chunks - 1} | {n_chunks * k // (TIMESTAMP_SAMPLE_CHUNKS + 1)
+                                        for k in range(1, TIMESTAMP_SAMPLE_CHUNKS + 1)})
+    coords = [(k * ct,) for k in picks]
+    values: list[np.ndarray] | None = None
+    if _reads_itself(ts, filters) and _fill_value(ts) is not None:
+        found = _chunk_infos(url, opts, ts.name, ts, coords, _metadata_reader(f))
+        if all(found[c] is not None for c in coords):
+            infos = [found[c] for c in coords]
+            blobs = storage.fetch_ranges(url, opts, [i.offset for i in infos],
+                                         [i.offset + i.size for i in infos])
+            bufs = _unfilter_many(blobs, filters, [i.filter_mask for i in infos],
+                                  ts.dtype.itemsize, ct * ts.dtype.itemsize, url)
+            values = [np.frombuffer(b, ts.dtype)[:min(ct, n - c0)]
+                      for b, (c0,) in zip(bufs, coords, strict=True)]
+    if values is None:  # h5py's to read (a chunk never written reads as the fill value)
+        with _h5py_errors(url, f"the timestamps {ts.name}"):
+            values = [ts[c0:min(n, c0 + ct)] for (c0,) in coords]
+    index = np.concatenate([np.arange(c0, c0 + len(v)) for (c0,), v in zip(coords, values,
+                                                                          strict=True)])
+    stamps = np.concatenate(values).astype(np.float64)
+    t_first, t_last = float(stamps[0]), float(stamps[-1])
+    return t_first, t_last, is_evenly_spaced(index, stamps, n)
 
 
 def open_session_reader(session_url: str, session_id: int,
@@ -308,6 +370,64 @@ def _plain(v):
     return v.decode() if isinstance(v, bytes) else v
 
 
+def _reads_itself(ds: h5py.Dataset, filters: tuple) -> bool:
+    """Whether this module decodes ``ds``'s chunks itself: chunked, only filters it undoes,
+    and stored as exactly the numpy type h5py returns (an IEEE float or integer of either byte
+    order; any other file type, e.g. a float with other bit fields, needs HDF5's conversion)."""
+    if ds.chunks is None or not all(_undoes(code, values, ds.dtype.itemsize)
+                                    for code, values in filters):
+        return False
+    return _standard_type(ds)
+
+
+def _undoes(code: int, values: tuple, itemsize: int) -> bool:
+    """Whether this module undoes filter ``code`` with client data ``values`` exactly as HDF5
+    does: deflate at a level HDF5 accepts, shuffle by the dataset's element size, Fletcher32
+    (other parameters, e.g. a damaged level HDF5 refuses, are h5py's to judge)."""
+    if code == H5Z_DEFLATE:
+        return len(values) == 1 and 0 <= values[0] <= 9
+    if code == H5Z_SHUFFLE:
+        return values in ((), (itemsize,))
+    return code == H5Z_FLETCHER32
+
+
+def _standard_type(ds: h5py.Dataset) -> bool:
+    """Whether ``ds`` is stored as exactly the numpy type h5py gives it (no conversion)."""
+    try:
+        return bool(ds.id.get_type().equal(h5py.h5t.py_create(ds.dtype)))
+    except (TypeError, ValueError):
+        return False
+
+
+def _fill_value(ds: h5py.Dataset):
+    """What HDF5 returns for a chunk of ``ds`` never written: its fill value (from the
+    dataset's fill value message, HDF5's default 0 when it has none), or ``None`` where
+    HDF5 returns nothing defined (no fill value, or fill time "never": h5py's to read)."""
+    plist = ds.id.get_create_plist()
+    if plist.fill_value_defined() == h5py.h5d.FILL_VALUE_UNDEFINED \
+            or plist.get_fill_time() == h5py.h5d.FILL_TIME_NEVER:
+        return None
+    return ds.fillvalue
+
+
+@contextlib.contextmanager
+def _h5py_errors(url: str, what: str) -> Iterator[None]:
+    """h5py's errors about the file as ``InvalidFileError`` naming it (ours and the store's
+    pass through, in the store's words: h5py re-raises what the file object raised)."""
+    try:
+        yield
+    except NeuropixelsDaskError:
+        raise
+    except (ConnectionError, TimeoutError) as exc:
+        raise storage.translate_error(exc, url) from exc
+    except (OSError, RuntimeError, ValueError, KeyError, IndexError, TypeError) as exc:
+        if type(exc).__module__.split(".")[0] in ("botocore", "aiohttp", "s3fs", "fsspec"):
+            raise storage.translate_error(exc, url) from exc
+        raise InvalidFileError(f"{url}: HDF5 cannot read {what} ({type(exc).__name__}: "
+                               f"{exc}). The file is damaged: re-copy it from the source "
+                               "cache.") from exc
+
+
 def _filters(ds: h5py.Dataset) -> tuple:
     plist = ds.id.get_create_plist()
     out = []
@@ -318,8 +438,9 @@ def _filters(ds: h5py.Dataset) -> tuple:
 
 
 def _raw_offset(ds: h5py.Dataset) -> int | None:
-    """Byte offset of element 0 if ``ds`` is stored raw and in one piece, else ``None``."""
-    if _filters(ds):
+    """Byte offset of element 0 if ``ds`` is stored raw and in one piece, as the numpy type
+    h5py returns, else ``None`` (h5py reads it)."""
+    if _filters(ds) or not _standard_type(ds):
         return None
     if ds.chunks is None:
         off = ds.id.get_offset()
@@ -331,10 +452,16 @@ def _raw_offset(ds: h5py.Dataset) -> int | None:
 
 # ---- data reads (run inside Dask tasks) ----------------------------------------------------
 
+def _damaged_chunk(url: str, why: str) -> InvalidFileError:
+    return InvalidFileError(f"{url}: {why}. The file is damaged: re-copy it from the source "
+                            "cache.")
+
+
 def _unfilter_many(raws: list[bytes], filters: tuple, masks: list[int], itemsize: int,
-                   chunk_bytes: int) -> list[bytes]:
+                   chunk_bytes: int, url: str) -> list[bytes]:
     """Undo the HDF5 filter pipeline of many chunks (applied in order on write, so reversed
-    here); the deflate step of all chunks runs as one batch on the inflate pool."""
+    here); the deflate step of all chunks runs as one batch on the inflate pool. Each result
+    is exactly ``chunk_bytes`` long, or the file named in ``url`` is reported damaged."""
     bufs = list(raws)
     for i in reversed(range(len(filters))):
         todo = [k for k, m in enumerate(masks) if not m & (1 << i)]  # bit set: filter skipped
@@ -343,18 +470,33 @@ def _unfilter_many(raws: list[bytes], filters: tuple, masks: list[int], itemsize
             try:
                 out = inflate.inflate_many([bufs[k] for k in todo], chunk_bytes)
             except inflate.InflateError as exc:
-                raise InvalidFileError(f"a compressed LFP chunk does not inflate ({exc}): the "
-                                       "file is damaged; re-copy it from the source cache."
-                                       ) from exc
+                raise _damaged_chunk(url, f"a compressed LFP chunk does not inflate ({exc})"
+                                     ) from exc
             for k, buf in zip(todo, out, strict=True):
                 bufs[k] = buf
         elif code == H5Z_SHUFFLE:
             for k in todo:
+                if len(bufs[k]) % itemsize:
+                    raise _damaged_chunk(url, f"a shuffled chunk of {len(bufs[k])} bytes is not "
+                                         f"a whole number of {itemsize}-byte values")
                 bufs[k] = np.frombuffer(bufs[k], np.uint8).reshape(itemsize, -1).T.tobytes()
         elif code == H5Z_FLETCHER32:
             for k in todo:
-                bufs[k] = bufs[k][:-4]
+                body = fletcher32.strip(bufs[k])
+                if body is None:
+                    raise _damaged_chunk(url, "a chunk fails its Fletcher32 checksum (data "
+                                         "error detected by Fletcher32 checksum)")
+                bufs[k] = body
+    for buf in bufs:
+        _check_length(buf, chunk_bytes, url)
     return bufs
+
+
+def _check_length(buf: bytes, chunk_bytes: int, url: str) -> None:
+    if len(buf) != chunk_bytes:
+        raise _damaged_chunk(url, f"a chunk holds {len(buf)} bytes once its filters are undone, "
+                             f"not the {chunk_bytes} of one chunk (its stored size or filter "
+                             "mask is wrong, or the file is cut short)")
 
 
 #: Inflate each chunk as soon as its (coalesced) request is in, on the inflate pool, while the
@@ -383,15 +525,15 @@ def _fetch_unfiltered(src: LFPSource, infos: list[chunkindex.ChunkInfo], itemsiz
     if not early:
         blobs = storage.fetch_ranges(src.url, src.storage_options, starts, stops)
         for i, buf in enumerate(_unfilter_many(blobs, src.filters, masks, itemsize,
-                                               chunk_bytes)):
+                                               chunk_bytes, src.url)):
             place(i, buf)
         return
     inner = src.filters[:last]  # what remains once the deflate step is done
 
     def finish(i: int) -> Callable[[bytes], None]:
         def run(buf: bytes) -> None:
-            place(i, _unfilter_many([buf], inner, [masks[i]], itemsize, chunk_bytes)[0]
-                  if inner else buf)
+            place(i, _unfilter_many([buf], inner, [masks[i]], itemsize, chunk_bytes,
+                                    src.url)[0])
         return run
 
     fs, path = storage.filesystem(src.url, src.storage_options)
@@ -412,8 +554,8 @@ def _fetch_unfiltered(src: LFPSource, infos: list[chunkindex.ChunkInfo], itemsiz
         for future in futures:
             future.result()
     except inflate.InflateError as exc:
-        raise InvalidFileError(f"a compressed LFP chunk does not inflate ({exc}): the file "
-                               "is damaged; re-copy it from the source cache.") from exc
+        raise _damaged_chunk(src.url, f"a compressed LFP chunk does not inflate ({exc})"
+                             ) from exc
     finally:
         for f in futures:
             f.cancel()
@@ -434,13 +576,11 @@ def read_lfp_block(src: LFPSource, i0: int, i1: int, cols: np.ndarray) -> np.nda
     ccols = np.unique(cols // cc)
     coords = [(r * ct, int(c) * cc) for r in rows for c in ccols]
     with open_h5(src.url, src.storage_options) as f:
-        ds = f[src.data_path]
-        if ds.chunks is None or any(code not in SUPPORTED_FILTERS for code, _ in src.filters):
-            order = np.argsort(cols)
-            block = ds[i0:i1, cols[order]] if len(cols) else np.empty((i1 - i0, 0), dtype)
-            out = np.empty_like(block, order="F")
-            out[:, order] = block
-            return out
+        with _h5py_errors(src.url, f"the dataset {src.data_path}"):
+            ds = f[src.data_path]
+            fill = _fill_value(ds)  # from the header h5py read at open: no request
+        if not _reads_itself(ds, src.filters) or fill is None:
+            return _read_with_h5py(ds, src.url, i0, i1, cols)
         infos = _chunk_infos(src.url, src.storage_options, src.data_path, ds, coords,
                              _metadata_reader(f))
     stored = [coord for coord in coords if infos[coord] is not None]
@@ -453,10 +593,10 @@ def read_lfp_block(src: LFPSource, i0: int, i1: int, cols: np.ndarray) -> np.nda
     for j, col in enumerate(cols.tolist()):
         columns.setdefault(col // cc, []).append((j, col % cc))
     missing = {(r * ct, c * cc) for r in rows for c in columns} - set(stored)
-    for r0, c0 in missing:  # never written: the fill value, 0
+    for r0, c0 in missing:  # never written: the dataset's fill value, as HDF5 reads it
         a, b = max(i0, r0), min(i1, r0 + ct)
         for j, _ in columns[c0 // cc]:
-            out[a - i0:b - i0, j] = 0
+            out[a - i0:b - i0, j] = fill
 
     def place(k: int, raw: bytes) -> None:  # on the inflate pool: chunks fill disjoint columns
         r0, c0 = stored[k]
@@ -467,6 +607,18 @@ def read_lfp_block(src: LFPSource, i0: int, i1: int, cols: np.ndarray) -> np.nda
 
     _fetch_unfiltered(src, [infos[c] for c in stored], dtype.itemsize,
                       ct * cc * dtype.itemsize, place)
+    return out
+
+
+def _read_with_h5py(ds: h5py.Dataset, url: str, i0: int, i1: int, cols: np.ndarray
+                    ) -> np.ndarray:
+    """``ds[i0:i1, cols]`` read by h5py (a layout this module does not read itself),
+    channel-major as :func:`read_lfp_block` returns it."""
+    order = np.argsort(cols)
+    with _h5py_errors(url, f"LFP samples {i0}–{i1} of {ds.name}"):
+        block = ds[i0:i1, cols[order]] if len(cols) else np.empty((i1 - i0, 0), ds.dtype)
+    out = np.empty_like(block, order="F")
+    out[:, order] = block
     return out
 
 
@@ -492,14 +644,18 @@ def _chunk_infos(url: str, storage_options, path: str, ds: h5py.Dataset,
     if index is not None:
         try:
             return index.lookup(coords)
+        except chunkindex.DamagedIndex as exc:
+            raise InvalidFileError(f"{url}: the chunk index of {path} is damaged ({exc}). "
+                                   "Re-copy the file from the source cache.") from exc
         except (chunkindex.FormatNotHandled, struct.error, IndexError, ValueError):
             indexes.forget(key)  # this file's index is h5py's to read from now on
             indexes.get(key, lambda: None)
     out: dict[tuple[int, int], chunkindex.ChunkInfo | None] = {}
-    for coord in coords:
-        info = ds.id.get_chunk_info_by_coord(coord)
-        out[coord] = None if info.byte_offset is None else chunkindex.ChunkInfo(
-            int(info.byte_offset), int(info.size), int(info.filter_mask))
+    with _h5py_errors(url, f"the chunk index of {path}"):
+        for coord in coords:
+            info = ds.id.get_chunk_info_by_coord(coord)
+            out[coord] = None if info.byte_offset is None else chunkindex.ChunkInfo(
+                int(info.byte_offset), int(info.size), int(info.filter_mask))
     return out
 
 
@@ -522,7 +678,8 @@ def _metadata_reader(f: h5py.File) -> chunkindex.Read | None:
 
 
 def read_timestamps(src: LFPSource, i0: int, i1: int) -> np.ndarray:
-    with open_h5(src.url, src.storage_options) as f:
+    with open_h5(src.url, src.storage_options) as f, \
+            _h5py_errors(src.url, f"timestamps {i0}–{i1} of {src.timestamps_path}"):
         return f[src.timestamps_path][i0:i1]
 
 
@@ -538,7 +695,8 @@ def read_spike_ranges(src: SpikeSource, ranges: list[tuple[int, int]]) -> list[n
     """Several units' spike times: one concurrent batch of exact ranged reads when stored raw."""
     dtype = np.dtype(src.dtype)
     if src.byte_offset is None:
-        with open_h5(src.url, src.storage_options) as f:
+        with open_h5(src.url, src.storage_options) as f, \
+                _h5py_errors(src.url, f"spike times of {src.path}"):
             ds = f[src.path]
             return [ds[a:b] if b > a else np.empty(0, dtype) for a, b in ranges]
     want = [(a, b) for a, b in ranges if b > a]

@@ -32,6 +32,7 @@ which the writer (``convert``) shares; this module only reads.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import threading
 import warnings
@@ -45,8 +46,14 @@ import zarr
 from .. import storage
 from .. import zarrstore as zs
 from ..caching import ProcessCache
-from ..errors import CacheNotFoundError, DamagedStoreError, InvalidFileError, NoLFPError
-from .base import LFPSource, SessionReader, SpikeSource
+from ..errors import (
+    CacheNotFoundError,
+    DamagedStoreError,
+    InvalidFileError,
+    LFPMissingAtConversionError,
+    NoLFPError,
+)
+from .base import LFPSource, SessionReader, SpikeSource, is_evenly_spaced
 
 #: a read wanting more inner chunks than this of one shard fetches the whole shard object
 WHOLE_SHARD_MIN_CHUNKS = 4
@@ -60,17 +67,64 @@ arrays: ProcessCache[tuple[str, str, str], zarr.Array] = ProcessCache(
 
 
 def open_array(url: str, path: str, storage_options: dict | None) -> zarr.Array:
-    """The array ``path`` of the store at ``url`` (opened once per process)."""
+    """The array ``path`` of the store at ``url`` (opened once per process).
+
+    Its ``zarr.json`` is fetched here and, when the store has a manifest (format 3), checked
+    against it before zarr sees it: an edited dtype, scale factor or shape is a
+    ``DamagedStoreError`` naming the document, never silently different data.
+    """
     opts = zs.storage_options(url, storage_options)
 
     def make() -> zarr.Array:
+        from zarr.core.array import AsyncArray
+        from zarr.core.metadata import ArrayV3Metadata
+        from zarr.storage import StorePath
+
+        key = f"{path.strip('/')}/zarr.json"
         try:
-            return zarr.open_array(zs.open_store(url, opts, strict=True), path=path, mode="r",
-                                   zarr_format=3)
+            manifest = store_manifest(url, opts)
+            (raw,) = storage.fetch_objects([storage.join(url, key)], opts, missing_ok=True)
         except Exception as exc:  # noqa: BLE001 - re-raised in the user's words
             raise _translate(exc, storage.join(url, path)) from exc
+        if raw is None:
+            if manifest is not None and key in manifest["documents"]:
+                raise zs.missing_error(url, key)
+            raise CacheNotFoundError(f"Nothing found at {storage.join(url, path)}: the Zarr "
+                                     "store lacks this array. Rerun `neuropixels-dask convert` "
+                                     "for this session.")
+        if manifest is not None:
+            zs.check_document(manifest, key, raw, url)
+        doc = zs.parse_document(raw, url, key)
+        try:
+            meta = ArrayV3Metadata.from_dict(doc)
+        except Exception as exc:  # noqa: BLE001 - any invalid metadata: the document is damaged
+            raise zs.document_error(url, key, f"not valid array metadata: "
+                                    f"{type(exc).__name__}: {str(exc)[:120]}") from None
+        store = zs.open_store(url, opts, strict=True)
+        return zarr.Array(AsyncArray(metadata=meta, store_path=StorePath(store, path.strip("/"))))
 
     return arrays.get((url, path, opts.key), make)
+
+
+#: the parsed, self-checked manifest of each store (``None``: a store without one), per process
+manifests: ProcessCache[tuple[str, str], dict | None] = ProcessCache(
+    "zarr manifests", maxsize=OPEN_ARRAYS_PER_PROCESS)
+
+
+def store_manifest(url: str, storage_options: dict | None, raw: bytes | None = None
+                   ) -> dict | None:
+    """The manifest of the store at ``url`` (one GET per process and store; ``raw``: its bytes
+    when the caller fetched them already), or ``None`` when it has none."""
+    opts = zs.storage_options(url, storage_options)
+
+    def make() -> dict | None:
+        data = raw
+        if data is None:
+            (data,) = storage.fetch_objects([storage.join(url, zs.STORE_MANIFEST)], opts,
+                                            missing_ok=True)
+        return None if data is None else zs.parse_manifest(data, url)
+
+    return manifests.get((url, opts.key), make)
 
 
 def _translate(exc: BaseException, url: str) -> BaseException:
@@ -86,45 +140,77 @@ def _translate(exc: BaseException, url: str) -> BaseException:
 
 def open_root(url: str, storage_options: dict | None, session_id: int | None = None
               ) -> zarr.Group:
-    """Open a *complete* session store through its consolidated metadata (one GET).
+    """Open a *complete* session store through its consolidated metadata.
 
-    Raises ``CacheNotFoundError`` when there is no store and ``InvalidFileError`` when the store
-    was not (yet) marked complete by ``convert``.
+    The root ``zarr.json`` (with the consolidated metadata of every node) and the manifest are
+    fetched in one concurrent batch; the root is checked against the manifest before it is
+    parsed, so everything the reader takes from it is what ``convert`` committed. Raises
+    ``CacheNotFoundError`` when there is no store, ``InvalidFileError`` when the store was not
+    (yet) marked complete by ``convert``, ``DamagedStoreError`` when its metadata or manifest
+    is damaged; a store of format 2 or older without a manifest is read with an
+    :class:`~neuropixels_dask.errors.UnverifiedStoreWarning`.
     """
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.group import AsyncGroup
+    from zarr.storage import StorePath
+
     rerun = ("neuropixels-dask convert SRC DST" + (f" --sessions {int(session_id)}"
                                                     if session_id is not None else ""))
+    opts = zs.storage_options(url, storage_options)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=UserWarning)  # "consolidated is not spec"
-            root = zarr.open_group(zs.open_store(url, storage_options, strict=True), mode="r",
-                                   zarr_format=3, use_consolidated=None)
-    except (FileNotFoundError, zarr.errors.NodeNotFoundError) as exc:
-        raise CacheNotFoundError(
-            f"No converted session at {url}. This cache is a Zarr copy (its manifest has "
-            f"'session_zarr'), but this session was not converted: run `{rerun}`.") from exc
+        raw, raw_manifest = storage.fetch_objects(
+            [storage.join(url, "zarr.json"), storage.join(url, zs.STORE_MANIFEST)], opts,
+            missing_ok=True)
     except Exception as exc:  # noqa: BLE001
         err = _translate(exc, url)
         if isinstance(err, CacheNotFoundError):
             raise CacheNotFoundError(f"No converted session at {url}: run `{rerun}`.") from exc
         raise err from exc
-    info = root.attrs.get(zs.ATTRS_KEY) or {}
-    if info.get("format") != zs.FORMAT_NAME:
+    if raw is None:
+        raise CacheNotFoundError(
+            f"No converted session at {url}. This cache is a Zarr copy (its manifest has "
+            f"'session_zarr'), but this session was not converted: run `{rerun}`.")
+    manifests.forget((url, opts.key))  # read afresh: the store may have been rewritten
+    manifest = None if raw_manifest is None else store_manifest(url, opts, raw_manifest)
+    if manifest is not None:
+        zs.check_document(manifest, "zarr.json", raw, url)
+    doc = zs.parse_document(raw, url, "zarr.json")
+    info = (doc.get("attributes") or {}).get(zs.ATTRS_KEY) or {}
+    if not isinstance(info, dict) or info.get("format") != zs.FORMAT_NAME:
         raise InvalidFileError(f"{url} is a Zarr group but not a session store written by "
                                "neuropixels-dask convert (no 'neuropixels_dask' attributes).")
-    if int(info.get("version", 0)) > zs.FORMAT_VERSION:
+    try:
+        version = int(info.get("version", 0))
+    except (TypeError, ValueError):
+        raise zs.document_error(url, "zarr.json", f"store format {info.get('version')!r} is "
+                                "not a number") from None
+    if version > zs.FORMAT_VERSION:
         raise InvalidFileError(f"{url} was written by a newer neuropixels-dask (store format "
-                               f"{info.get('version')} > {zs.FORMAT_VERSION}): upgrade the package.")
-    if int(info.get("version", 0)) not in zs.READABLE_VERSIONS:
-        raise InvalidFileError(f"{url} has store format {info.get('version')!r}, which this "
+                               f"{version} > {zs.FORMAT_VERSION}): upgrade the package.")
+    if version not in zs.READABLE_VERSIONS:
+        raise InvalidFileError(f"{url} has store format {version!r}, which this "
                                f"neuropixels-dask does not read ({zs.READABLE_VERSIONS}): delete "
                                f"it and run `{rerun}`.")
-    # format 1 skipped table chunks equal to the fill value: there, a missing one is that value
-    root.store.strict = zs.strict_tables(int(info["version"]))
-    if not info.get("complete") or root.metadata.consolidated_metadata is None:
+    if not info.get("complete") or doc.get("consolidated_metadata") is None:
         raise InvalidFileError(
             f"{url} is incomplete: its conversion was interrupted or is still running, so it is "
             f"not marked complete. Rerun `{rerun}`; finished blocks are kept and skipped.")
-    return root
+    if manifest is None and version >= 3:
+        raise zs.missing_error(url, zs.STORE_MANIFEST)
+    if manifest is None:
+        zs.unverified_warning(url, version)
+    store = zs.open_store(url, opts, strict=True)
+    # format 1 skipped table chunks equal to the fill value: there, a missing one is that value
+    store.strict = zs.strict_tables(version)
+    buf = default_buffer_prototype().buffer.from_bytes(raw)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=UserWarning)  # "consolidated is not spec"
+            group = AsyncGroup._from_bytes_v3(StorePath(store), buf, use_consolidated=None)
+    except Exception as exc:  # noqa: BLE001 - valid JSON, invalid metadata
+        raise zs.document_error(url, "zarr.json", f"not valid group metadata: "
+                                f"{type(exc).__name__}: {str(exc)[:120]}") from None
+    return zarr.Group(group)
 
 
 # ---- tables --------------------------------------------------------------------------------
@@ -141,6 +227,8 @@ class ZarrSessionReader(SessionReader):
         self.store_url = zs.store_url(self.url, self.session_id)
         self._root = open_root(self.store_url, self.storage_options, self.session_id)
         self._info = dict(self._root.attrs[zs.ATTRS_KEY])
+        #: what convert committed (``None``: a format-2 or older store without a manifest)
+        self.manifest = store_manifest(self.store_url, self.storage_options)
         self._cache: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -233,6 +321,15 @@ class ZarrSessionReader(SessionReader):
     def lfp_source(self, probe_id: int, probe_name: str) -> LFPSource:
         path = zs.lfp_group_path(probe_id)
         meta = (self._info.get("lfp") or {}).get(str(int(probe_id)))
+        lost = ((self.manifest or {}).get("lfp_missing") or {}).get(str(int(probe_id)))
+        if meta is None and lost is not None:
+            raise LFPMissingAtConversionError(
+                f"Probe {probe_id} ({probe_name}) of session {self.session_id}: this probe's "
+                f"LFP was missing from the source at conversion ({lost}), so the Zarr copy "
+                f"{self.store_url} has none, although the probe recorded LFP. Restore the LFP "
+                "file in the source cache, delete this session's store and run `neuropixels-dask "
+                f"convert {zs.source_cache_of(self._info) or 'SRC'} DST --sessions "
+                f"{self.session_id}` again.")
         if meta is None:
             raise NoLFPError(
                 f"Probe {probe_id} ({probe_name}) of session {self.session_id} has no LFP in "
@@ -241,14 +338,44 @@ class ZarrSessionReader(SessionReader):
                 "has_lfp_data == True (session.probes).")
         data = self._root[f"{path}/data"]
         shard = data.shards or data.chunks
-        return LFPSource(
+        channel_ids = tuple(int(c) for c in meta["channel_ids"])
+        if data.ndim != 2 or data.shape[1] != len(channel_ids):
+            raise DamagedStoreError(
+                f"{self.store_url}: the LFP of probe {probe_id} has shape {data.shape}, but its "
+                f"attributes list {len(channel_ids)} channel id(s), one per column: the store "
+                f"is damaged. Delete {self.store_url} and rerun `neuropixels-dask convert`.")
+        even = meta.get("evenly_spaced")
+        src = LFPSource(
             format="zarr", url=self.store_url, storage_options=self.storage_options,
             data_path=f"{path}/data", timestamps_path=f"{path}/timestamps",
             shape=tuple(int(s) for s in data.shape),
             chunks=(int(shard[0]), int(data.shape[1])),
             dtype=zs.lfp_read_dtype(meta["encoding"], data.dtype),
-            channel_ids=tuple(int(c) for c in meta["channel_ids"]),
+            channel_ids=channel_ids,
             t_first=float(meta["t_first"]), t_last=float(meta["t_last"]))
+        if even is None:  # a store written before convert recorded it: check a sample
+            even = _timestamps_evenly_spaced(src)
+        return dataclasses.replace(src, evenly_spaced=bool(even))
+
+
+#: inner chunks of the timestamps, besides the first and the last, checked against even spacing
+#: in a store whose conversion did not record whether they are
+TIMESTAMP_SAMPLE_CHUNKS = 3
+
+
+def _timestamps_evenly_spaced(src: LFPSource) -> bool:
+    """Whether the first, the last and a few chunks of ``src``'s timestamps lie on the even
+    grid (``base.is_evenly_spaced``): the same check the NWB reader makes at open."""
+    arr = open_array(src.url, src.timestamps_path, src.storage_options)
+    n, chunk = int(arr.shape[0]), int(arr.chunks[0])
+    if n < 2:
+        return True
+    count = -(-n // chunk)
+    picks = sorted({0, count - 1} | {count * k // (TIMESTAMP_SAMPLE_CHUNKS + 1)
+                                     for k in range(1, TIMESTAMP_SAMPLE_CHUNKS + 1)})
+    index = np.concatenate([np.arange(k * chunk, min(n, (k + 1) * chunk)) for k in picks])
+    return is_evenly_spaced(index, np.concatenate(
+        [read_timestamps(src, k * chunk, min(n, (k + 1) * chunk)) for k in picks]), n)
 
 
 def _is_raw(arr: zarr.Array) -> bool:
@@ -363,27 +490,80 @@ def _pieces(a: int, b: int, chunk: int):
         a, c = end, c + 1
 
 
+#: per store and process: ``(piece starts, piece CRC32Cs)`` of the spike times, or ``None``
+#: for a store without them (format 2 and older)
+spike_checks: ProcessCache[tuple[str, str], tuple[np.ndarray, np.ndarray] | None] = ProcessCache(
+    "zarr spike checksums", maxsize=OPEN_ARRAYS_PER_PROCESS)
+
+
+def spike_checksums(src: SpikeSource, arr: zarr.Array) -> tuple[np.ndarray, np.ndarray] | None:
+    """The spike-time pieces and their CRC32Cs (two small arrays, read once per process and
+    store; format 3). A store whose manifest lists them must have them."""
+    opts = zs.storage_options(src.url, src.storage_options)
+
+    def make() -> tuple[np.ndarray, np.ndarray] | None:
+        manifest = store_manifest(src.url, opts)
+        listed = manifest is not None and \
+            f"{zs.SPIKE_CRC_PATH}/zarr.json" in manifest["documents"]
+        try:
+            crc_arr = open_array(src.url, zs.SPIKE_CRC_PATH, opts)
+        except CacheNotFoundError:
+            if listed:
+                raise zs.missing_error(src.url, f"{zs.SPIKE_CRC_PATH}/zarr.json") from None
+            return None
+        index_arr = open_array(src.url, zs.SPIKE_INDEX_PATH, opts)
+        values = _read_small(src.url, [crc_arr, index_arr])
+        starts = zs.spike_piece_starts(values[1], int(arr.chunks[0]), int(arr.shape[0]))
+        if len(starts) != len(values[0]):
+            raise zs.document_error(src.url, f"{zs.SPIKE_CRC_PATH}/zarr.json",
+                                    f"{len(values[0])} checksums for {len(starts)} pieces")
+        return starts, values[0]
+
+    return spike_checks.get((src.url, opts.key), make)
+
+
+def _read_small(url: str, arrs: list[zarr.Array]) -> list[np.ndarray]:
+    """Whole 1-D arrays of one chunk each (their CRC32C checked by zarr), damage named."""
+    return [_decode(a, url, a.path, 0, 0, int(a.shape[0])) for a in arrs]
+
+
+def _whole_pieces(a: int, b: int, starts: np.ndarray, n: int) -> tuple[int, int]:
+    """``[a, b)`` widened to the pieces it touches (a unit's range is already whole)."""
+    if b <= a:
+        return a, b
+    lo = int(starts[np.searchsorted(starts, a, "right") - 1])
+    k = int(np.searchsorted(starts, b, "left"))
+    return lo, (int(starts[k]) if k < len(starts) else n)
+
+
 def read_spike_ranges(src: SpikeSource, ranges: list[tuple[int, int]]) -> list[np.ndarray]:
     """Several units' spike times in one concurrent batch of exact ranged reads.
 
     With the raw layout (``byte_offset`` set) element ``i`` lives in chunk object ``i // C`` at
     byte ``(i % C) * itemsize``, so each unit costs one ranged GET (two if it straddles a chunk
-    boundary) of exactly its bytes. Other layouts are read through zarr.
+    boundary) of exactly its bytes. Format 3 records a CRC32C of every unit's part of each chunk
+    (:func:`zarrstore.spike_piece_starts`): the bytes of every read are checked against it, so a
+    damaged byte in a unit is a ``DamagedStoreError`` and the read stays one GET. Other layouts
+    are read through zarr (whose chunk checksums then apply).
     """
     dtype = np.dtype(src.dtype)
     arr = open_array(src.url, src.path, src.storage_options)
     if src.byte_offset is None or not _is_raw(arr):
         return [np.asarray(arr[a:b], dtype=np.float64) if b > a else np.empty(0, np.float64)
                 for a, b in ranges]
-    chunk = int(arr.chunks[0])
-    paths, starts, stops, owners = [], [], [], []
-    for k, (a, b) in enumerate(ranges):
-        for c, s, e in _pieces(int(a), int(b), chunk):
+    checks = spike_checksums(src, arr)
+    n, chunk = int(arr.shape[0]), int(arr.chunks[0])
+    wide = [_whole_pieces(int(a), int(b), checks[0], n) if checks is not None
+            else (int(a), int(b)) for a, b in ranges]
+    paths, starts, stops, owners, firsts = [], [], [], [], []
+    for k, (a, b) in enumerate(wide):
+        for c, s, e in _pieces(a, b, chunk):
             key = arr.metadata.encode_chunk_key((c,))
             paths.append(storage.join(src.url, src.path, key))
             starts.append(src.byte_offset + s * dtype.itemsize)
             stops.append(src.byte_offset + e * dtype.itemsize)
             owners.append(k)
+            firsts.append(c * chunk + s)
     opts = zs.storage_options(src.url, src.storage_options)
     try:
         blobs = storage.fetch_object_ranges(paths, opts, starts, stops)
@@ -392,18 +572,36 @@ def read_spike_ranges(src: SpikeSource, ranges: list[tuple[int, int]]) -> list[n
         lost = [p for p in dict.fromkeys(paths) if not storage.exists(p, opts)]
         raise zs.missing_error(src.url, lost[0][base:] if lost else src.path) from exc
     parts: list[list[bytes]] = [[] for _ in ranges]
-    for k, blob, path, a, b in zip(owners, blobs, paths, starts, stops, strict=True):
+    base = len(src.url.rstrip("/")) + 1
+    for k, blob, path, a, b, first in zip(owners, blobs, paths, starts, stops, firsts,
+                                          strict=True):
         if len(blob) != b - a:  # a ranged GET past the end of a truncated object comes back short
-            raise zs.truncated_error(src.url, path[len(src.url.rstrip("/")) + 1:],
+            raise zs.truncated_error(src.url, path[base:],
                                      f"bytes {a}–{b} asked, {len(blob)} returned")
+        if checks is not None:
+            lo = int(np.searchsorted(checks[0], first))
+            got = zs.piece_checksums(blob, first, checks[0], dtype.itemsize)
+            if not np.array_equal(got, checks[1][lo:lo + len(got)]):
+                raise zs.damaged_object_error(
+                    src.url, path[base:], f"spikes {first}–{first + len(blob) // dtype.itemsize}"
+                    f" fail their CRC32C ({zs.SPIKE_CRC_PATH})")
         parts[k].append(blob)
-    return [np.frombuffer(b"".join(p), dtype).astype(np.float64, copy=False) if p
-            else np.empty(0, np.float64) for p in parts]
+    out = []
+    for (a, b), (wa, _), p in zip(ranges, wide, parts, strict=True):
+        if not p:
+            out.append(np.empty(0, np.float64))
+            continue
+        values = np.frombuffer(b"".join(p), dtype).astype(np.float64, copy=False)
+        out.append(values[a - wa:b - wa] if (a, b) != (wa, wa + len(values)) else values)
+    return out
 
 
 def clear_caches() -> None:
-    """Forget opened arrays (after a store was rewritten in this process)."""
+    """Forget opened arrays, manifests and spike checksums (after a store was rewritten in
+    this process)."""
     arrays.clear()
+    manifests.clear()
+    spike_checks.clear()
 
 
 def open_session_reader(session_url: str, session_id: int,

@@ -23,12 +23,12 @@ import fsspec
 from ..caching import ProcessCache
 from . import deadline, ranges, retries
 from .hdf5file import HDF5BlockCache, open_hdf5_file
-from .options import StorageOptions, is_s3, options_key, resolve, with_defaults
+from .options import StorageOptions, check_url, is_s3, options_key, resolve, with_defaults
 from .reach import check_reachable
 from .retries import RetryLog, retry_counts, retry_log
 from .translate import translate_error
 
-__all__ = ["HDF5BlockCache", "RetryLog", "StorageOptions", "bounded", "exists",
+__all__ = ["HDF5BlockCache", "RetryLog", "StorageOptions", "bounded", "check_url", "exists",
            "fetch_object_ranges",
            "fetch_objects", "fetch_ranges",
            "filesystem", "is_s3", "join", "open_file", "options_key", "resolve", "retry_counts",

@@ -54,6 +54,31 @@ def is_s3(url: str) -> bool:
     return str(url).startswith(("s3://", "s3a://"))
 
 
+def check_url(url: str | None, what: str = "cache") -> str:
+    """``url`` if it names something fsspec can open, else :class:`InvalidURLError` saying why.
+
+    Why here, before anything is opened: an empty string would otherwise fall through to the
+    configured default (the public bucket) and ``foo://`` reach fsspec's bare ``ValueError``.
+    """
+    import fsspec
+
+    from ..errors import InvalidURLError
+
+    text = "" if url is None else str(url)
+    if not text.strip():
+        raise InvalidURLError(f"The {what} URL is empty. Give the folder or bucket prefix that "
+                              "holds manifest.json (e.g. s3://bucket/ecephys-cache or "
+                              "/data/ecephys-cache), or open_cache() with no argument for the "
+                              "configured default.")
+    if "://" in text:
+        protocol = text.split("://", 1)[0]
+        if protocol not in fsspec.available_protocols():
+            known = ", ".join(f"{p}://" for p in ("s3", "file", "http", "https", "gs", "memory"))
+            raise InvalidURLError(f"{text!r}: unknown protocol {protocol!r}. Use a local path "
+                                  f"or one of {known} (any fsspec protocol).")
+    return text
+
+
 def resolve(url: str, storage_options: dict | None = None) -> StorageOptions:
     """Config defaults for ``url`` overlaid with the caller's options (caller wins).
 

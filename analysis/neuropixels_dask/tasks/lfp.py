@@ -3,9 +3,16 @@
 Dask chunks follow the storage chunks along time (46,989 samples ≈ 37.6 s in the published files)
 and span all selected channels, so each task fetches one row of storage chunks in a single batch of
 ranged reads. Selections (time range, channels) shrink the graph before anything is read.
+
+Times come from the first and last timestamp and the sample count when the timestamps are evenly
+spaced (checked on a sample of them when the source is opened: ``LFPSource.evenly_spaced``).
+When they are not, the stored timestamps give both the time coordinate and the samples a
+``time_range`` selects: a coordinate never disagrees with the file.
 """
 
 from __future__ import annotations
+
+import functools
 
 import dask.array as da
 import numpy as np
@@ -13,12 +20,26 @@ import pandas as pd
 import xarray as xr
 from dask.base import tokenize
 
-from ..errors import InvalidSelectionError
+from ..errors import InvalidFileError, InvalidSelectionError
 from ..readers import LFPSource, read_lfp_block, read_timestamps
 
 
+@functools.lru_cache(maxsize=4)
+def stored_timestamps(src: LFPSource) -> np.ndarray:
+    """Every timestamp of ``src`` (for a series that is not evenly spaced); they must
+    increase, or the file is refused by name."""
+    ts = np.asarray(read_timestamps(src, 0, src.shape[0]), dtype=np.float64)
+    if not np.all(np.diff(ts) > 0) or not np.all(np.isfinite(ts)):
+        raise InvalidFileError(f"{src.url}: the LFP timestamps ({src.timestamps_path}) do not "
+                               "increase: no time can be given to its samples. The file is "
+                               "damaged: re-copy it from the source cache.")
+    ts.flags.writeable = False
+    return ts
+
+
 def sample_range(src: LFPSource, time_range: tuple[float, float] | None) -> tuple[int, int]:
-    """Samples ``[i0, i1)`` whose timestamps lie in ``[start, stop)`` (linear time model)."""
+    """Samples ``[i0, i1)`` whose timestamps lie in ``[start, stop)`` (the even grid, or the
+    stored timestamps where they are not evenly spaced)."""
     n = src.shape[0]
     if time_range is None:
         return 0, n
@@ -41,6 +62,9 @@ def sample_range(src: LFPSource, time_range: tuple[float, float] | None) -> tupl
             f"time_range={time_range!r} {where} this probe's LFP, which covers "
             f"{src.t_first:.6f} s to {end:.6f} s; pass a range inside it (or no time_range "
             "for all of it).")
+    if not src.evenly_spaced:
+        ts = stored_timestamps(src)
+        return int(np.searchsorted(ts, start, "left")), int(np.searchsorted(ts, stop, "left"))
     i0 = max(0, int(np.ceil((start - src.t_first) * src.rate - 1e-9)))
     i1 = min(n, int(np.ceil((stop - src.t_first) * src.rate - 1e-9)))
     return i0, max(i0, i1)
@@ -53,7 +77,7 @@ def column_indices(src: LFPSource, channel_ids) -> np.ndarray:
     try:
         raw = np.atleast_1d(np.asarray(channel_ids))
         ids = raw.astype(np.int64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InvalidSelectionError(f"channel_ids={channel_ids!r} must be integer channel ids "
                                     "(see lfp.channel or session.channels).") from None
     if raw.ndim != 1 or (raw.dtype.kind == "f" and not np.array_equal(raw, ids)):
@@ -90,7 +114,9 @@ def lfp_dataarray(src: LFPSource, channels: pd.DataFrame, *, probe_id: int, sess
     i0, i1 = sample_range(src, time_range)
     cols = column_indices(src, channel_ids)
     data = lfp_dask_array(src, i0, i1, cols)
-    if exact_timestamps:
+    if not src.evenly_spaced:
+        time = stored_timestamps(src)[i0:i1]
+    elif exact_timestamps:
         time = read_timestamps(src, i0, i1)
     else:
         time = src.t_first + np.arange(i0, i1) / src.rate
@@ -108,4 +134,5 @@ def lfp_dataarray(src: LFPSource, channels: pd.DataFrame, *, probe_id: int, sess
         data, dims=("time", "channel"), coords=coords, name="LFP",
         attrs={"units": "V", "sampling_rate": src.rate, "probe_id": int(probe_id),
                "session_id": int(session_id), "source": src.url, "format": src.format,
-               "exact_timestamps": bool(exact_timestamps)})
+               "exact_timestamps": bool(exact_timestamps or not src.evenly_spaced),
+               "evenly_spaced": bool(src.evenly_spaced)})

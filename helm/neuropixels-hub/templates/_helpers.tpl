@@ -53,6 +53,11 @@ uses fixed names (hub, proxy-public), so there is one hub per namespace anyway.
 neuropixels-hub-settings
 {{- end -}}
 
+{{/* Jupyter server and JupyterLab configuration files of notebooks (templates/jupyter-config.yaml). */}}
+{{- define "neuropixels-hub.jupyterConfigName" -}}
+neuropixels-hub-jupyter
+{{- end -}}
+
 {{- define "neuropixels-hub.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (printf "%s-user" (include "neuropixels-hub.fullname" .)) .Values.serviceAccount.name | trunc 63 | trimSuffix "-" -}}
@@ -182,6 +187,7 @@ settings' checksum) is the same on every render.
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- include "neuropixels-hub.validateLogin" . -}}
 {{- if and .Values.credentials.existingSecret .Values.s3.anon -}}
 {{- fail "credentials.existingSecret is set but s3.anon is true: anonymous reads would ignore the credentials; set s3.anon=false" -}}
 {{- end -}}
@@ -248,6 +254,7 @@ Its shape is versioned so a snippet can refuse a document it does not understand
   "dask" .Values.dask
   "securityContext" .Values.securityContext
   "scratch" .Values.scratch
+  "notebook" (merge (dict "jupyterConfigMap" (include "neuropixels-hub.jupyterConfigName" .)) (deepCopy .Values.notebook))
 -}}
 {{- $settings | toJson -}}
 {{- end -}}
@@ -297,4 +304,74 @@ endpoint when asked for (networkPolicy.workloadIdentity), and extras.
 {{- with .Values.networkPolicy.extraEgress }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
+
+{{/*
+Who may log in: refuse an authenticator that admits anyone. z2jh's default, "dummy", lets in any
+user name with any password (JupyterHub 5 sets its allow_all when no user is listed); allow_all
+anywhere admits every account the identity provider knows (any GitHub user, say); NativeAuthenticator
+with open_signup lets anyone create an account and log in. The trial mode, a shared password plus
+an allow list, is accepted. The authenticator is read from jupyterhub.hub.config, where z2jh takes
+it from (one configured only in hub.extraConfig Python is not seen: set authenticator_class in
+hub.config as well). helm/README.md, "Who can log in", documents each way.
+*/}}
+{{- define "neuropixels-hub.validateLogin" -}}
+{{- $config := ((.Values.jupyterhub | default dict).hub | default dict).config | default dict -}}
+{{- $class := (($config.JupyterHub | default dict).authenticator_class | default "dummy") | toString -}}
+{{- $short := regexReplaceAll "^.*\\." ($class | lower) "" -}}
+{{- $how := "configure who may log in in jupyterhub.hub.config: GitHub OAuth limited to your organisation or team (authenticator_class: github, GitHubOAuthenticator.client_id, client_secret, oauth_callback_url and allowed_organizations; helm/examples/github-oauth.yaml), generic OAuth/OIDC (generic-oauth, GenericOAuthenticator.allowed_groups or allowed_users), CILogon (cilogon, CILogonOAuthenticator.allowed_idps), or NativeAuthenticator (native: an admin approves each account); for a trial only, a shared password plus an allow list (shared-password, SharedPasswordAuthenticator.user_password and Authenticator.allowed_users; helm/examples/trial.yaml). See helm/README.md, \"Who can log in\"" -}}
+{{- range $section, $entries := $config -}}
+{{- if and (kindIs "map" $entries) (eq (toString (index $entries "allow_all")) "true") -}}
+{{- fail (printf "jupyterhub.hub.config.%s.allow_all is true: it lets in every account the identity provider knows, not only your users; remove it and list who may log in instead (allowed_users, allowed_organizations, allowed_groups, …). To %s" $section $how) -}}
+{{- end -}}
+{{- end -}}
+{{- if has $short (list "dummy" "dummyauthenticator") -}}
+{{- fail (printf "jupyterhub.hub.config.JupyterHub.authenticator_class is %q (the jupyterhub chart's default when unset): it lets anyone log in with any user name and any password, and every such user gets notebooks and Dask clusters. Before installing, %s" $class $how) -}}
+{{- end -}}
+{{- if has $short (list "shared-password" "sharedpasswordauthenticator") -}}
+{{- $shared := $config.SharedPasswordAuthenticator | default dict -}}
+{{- $password := $shared.user_password | default "" | toString -}}
+{{- if lt (len $password) 8 -}}
+{{- fail "jupyterhub.hub.config.SharedPasswordAuthenticator.user_password must be set, at least 8 characters (trial mode: a shared password plus an allow list); generate one, e.g. `openssl rand -hex 16`" -}}
+{{- end -}}
+{{- $allowed := concat (($config.Authenticator | default dict).allowed_users | default list) ($shared.allowed_users | default list) -}}
+{{- if not $allowed -}}
+{{- fail "jupyterhub.hub.config.Authenticator.allowed_users must list the user names of the trial (shared-password mode): without the list, anybody who learns the password could log in under any name" -}}
+{{- end -}}
+{{- end -}}
+{{- if and (has $short (list "native" "nativeauthenticator")) (eq (toString (($config.NativeAuthenticator | default dict).open_signup)) "true") -}}
+{{- fail "jupyterhub.hub.config.NativeAuthenticator.open_signup is true: anyone could sign up and log in at once; remove it, so that an admin approves each new account (/hub/authorize)" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Values of ours that the subcharts' own templates must see, written into their values before they
+render (see settings-checksum/rendered/before/the/subcharts.yaml for why that works). Renders
+nothing.
+- metrics.enabled -> a hub service `prometheus` and its role (read:metrics), for the
+  ServiceMonitor's token (templates/metrics.yaml).
+- image.pullSecrets -> jupyterhub.singleuser.image.pullSecrets: z2jh gives its image pullers
+  (the hook-image-puller of every install and upgrade, the continuous one) only those and
+  jupyterhub.imagePullSecrets; without them the hook cannot pull a private image, and
+  hook-image-awaiter waits out helm's timeout.
+*/}}
+{{- define "neuropixels-hub.intoSubcharts" -}}
+{{- $hub := (.Values.jupyterhub | default dict).hub -}}
+{{- if and .Values.metrics.enabled (kindIs "map" $hub) -}}
+{{- /* Prometheus' hub token: the jupyterhub chart generates it into the Secret `hub`
+(hub.services.prometheus.apiToken), the ServiceMonitor reads it there; it may read metrics
+and nothing else. */ -}}
+{{- $services := $hub.services | default dict -}}
+{{- $_ := set $services "prometheus" (merge (index $services "prometheus" | default dict) (dict "display" false)) -}}
+{{- $_ := set $hub "services" $services -}}
+{{- $roles := $hub.loadRoles | default dict -}}
+{{- $_ := set $roles "prometheus-metrics" (dict "description" "Prometheus reads the hub's metrics, nothing else" "scopes" (list "read:metrics") "services" (list "prometheus")) -}}
+{{- $_ := set $hub "loadRoles" $roles -}}
+{{- end -}}
+{{- $single := (.Values.jupyterhub | default dict).singleuser -}}
+{{- if and (kindIs "map" $single) .Values.image.pullSecrets -}}
+{{- $image := $single.image | default dict -}}
+{{- $_ := set $image "pullSecrets" (concat ($image.pullSecrets | default list) .Values.image.pullSecrets | uniq) -}}
+{{- $_ := set $single "image" $image -}}
+{{- end -}}
 {{- end -}}

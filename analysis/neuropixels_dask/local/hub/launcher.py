@@ -70,10 +70,14 @@ __all__ = ["HubLocal", "HubLocalError", "find_helm", "find_chp", "load_values",
            "merge_values", "register_cli", "render_settings_helm", "render_settings_python"]
 
 SETTINGS_TEMPLATE = "templates/settings-configmap.yaml"
+#: "neuropixels-hub.jupyterConfigName": the notebooks' Jupyter configuration files.
+JUPYTER_CONFIG = "neuropixels-hub-jupyter"
 #: Name of the Secret the launcher plays when the values name none.
 LOCAL_SECRET = "hub-local-s3"
 #: The scope a hub token needs for the gateway (the chart's gateway snippet enforces it).
 GATEWAY_SCOPE = "access:services!service=dask-gateway"
+#: Who may log in when no --user is given (the trial mode needs an allow list).
+DEFAULT_USER = "demo"
 #: Environment variables of the launcher that must not leak into the servers (or their users).
 _PRIVATE_PREFIXES = ("DASK_GATEWAY__", "NEUROPIXELS_DASK__", "AWS_", "JUPYTERHUB_",
                      "CONFIGPROXY_", "NEUROPIXELS_HUB_SETTINGS", RUN_MARKER)
@@ -115,6 +119,15 @@ def load_values(chart: Path | None = None, files: Iterable[str | os.PathLike] = 
 
 
 # ---------------------------------------------------------------------------------- settings
+
+
+def trial_login(users: Iterable[str], password: str) -> dict[str, Any]:
+    """``jupyterhub.hub.config`` of the chart's trial mode (helm/examples/trial.yaml): the
+    listed users, each with the shared password, and nobody else (no admins: admin_users of the
+    operator's files would need an admin password)."""
+    return {"JupyterHub": {"authenticator_class": "shared-password"},
+            "SharedPasswordAuthenticator": {"user_password": password},
+            "Authenticator": {"allowed_users": list(users), "admin_users": []}}
 
 
 def find_helm() -> str | None:
@@ -316,6 +329,7 @@ def render_settings_python(values: dict, chart: Path | None = None, release: str
         "dask": values["dask"],
         "securityContext": values["securityContext"],
         "scratch": values["scratch"],
+        "notebook": {"jupyterConfigMap": JUPYTER_CONFIG, **values["notebook"]},
     }
 
 
@@ -536,7 +550,7 @@ class HubLocal:
     values_files: the operator's values files (``helm -f``), applied over ``values.yaml``.
     values: more values (a dict), applied after the files; tests use it for short timeouts.
     port: the hub's public port (configurable-http-proxy); 0 picks a free one.
-    users: hub users created at start; with none, anybody may log in with the password.
+    users: who may log in (the allow list of the chart's trial mode; default: ``demo``).
     password: the shared password (default: random, see :attr:`password`).
     cache_dir: the synthetic cache to serve (generated there with ``preset`` unless present);
         default: a folder in ``workdir``.
@@ -563,7 +577,7 @@ class HubLocal:
         self.extra_values = dict(values or {})
         self.host = host
         self.requested_port = int(port)
-        self.users = list(users)
+        self.users = list(users) or [DEFAULT_USER]
         self.password = password or "npd-" + secrets.token_urlsafe(12)
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.preset = preset
@@ -680,11 +694,16 @@ class HubLocal:
 
         # The only values the launcher adds: the local endpoint and a Secret to play.
         secret_name = user_values["credentials"].get("existingSecret") or LOCAL_SECRET
+        # And the login: the chart's trial mode (a shared password plus an allow list,
+        # helm/examples/trial.yaml), which replaces any login of the operator's files here.
         localhost = {"s3": {"anon": False, "endpointUrl": self.s3.endpoint_url},
-                     "credentials": {"existingSecret": secret_name}}
+                     "credentials": {"existingSecret": secret_name},
+                     "jupyterhub": {"hub": {"config": trial_login(self.users, self.password)}}}
         local_file = self.workdir / "values" / "values-localhost.yaml"
-        local_file.write_text("# Added by `neuropixels-dask hub local` (localhost only)\n"
-                              + yaml.safe_dump(localhost))
+        fd = os.open(local_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # a password
+        with os.fdopen(fd, "w") as f:
+            f.write("# Added by `neuropixels-dask hub local` (localhost only)\n"
+                    + yaml.safe_dump(localhost))
         value_files.append(local_file)
         self.values = load_values(self.chart, value_files)
 
@@ -914,7 +933,7 @@ class HubLocal:
                          f"`{_display_path(sys.executable)} -c 'import neuropixels_dask as npd; "
                          "c = npd.get_client(); print(c); c.cluster.shutdown()'`):")
         env = self.user_environment(token="<your token from /hub/token>")
-        who = (f"users {', '.join(self.users)}" if self.users else "any user name")
+        who = f"as {' or '.join(self.users)}"
         lines = [
             "Neuropixels Hub, local: JupyterHub + dask-gateway + S3, configured from "
             f"{self.chart}/values.yaml"
@@ -1023,7 +1042,7 @@ def register_cli(subparsers: Any) -> None:
                    help="a values file over the chart's values.yaml (repeatable, like helm -f)")
     p.add_argument("--port", type=int, default=8000, help="the hub's port (0: any free one)")
     p.add_argument("--user", action="append", metavar="NAME",
-                   help="allow only these users (repeatable; default: any name)")
+                   help="who may log in (repeatable; default: demo); nobody else can")
     p.add_argument("--password", help="the shared login password (default: random, printed)")
     p.add_argument("--cache-dir", default=".cache/hub-local",
                    help="where the synthetic cache is generated and reused from")

@@ -9,7 +9,8 @@ the order the charts do them on Kubernetes:
    where each server listens, the database files, a local spawner / the gateway's local backend.
 2. **What the official subcharts make of our values** (z2jh's ``jupyterhub_config.py``, the
    dask-gateway chart's ``dask_gateway_config.py``): ``singleuser.extraEnv``/``defaultUrl``,
-   ``singleuser.startTimeout``, ``hub.services``, ``hub.loadRoles``, ``gateway.prefix``,
+   ``singleuser.startTimeout``, ``hub.services``, ``hub.loadRoles``, ``hub.config`` (the login:
+   the launcher's trial mode, a shared password plus an allow list), ``gateway.prefix``,
    ``gateway.auth``, ``gateway.backend.environment``; plus what the kubelet does in a cluster:
    resolving the chart's ``secretKeyRef`` credentials, and running the notebook container's
    ``singleuser.lifecycleHooks.postStart`` command (it seeds the home with the example
@@ -80,6 +81,19 @@ def hub_roles(launch: dict) -> list[dict[str, Any]]:
     return roles
 
 
+def apply_hub_config(c: Any, config: dict[str, Any]) -> None:
+    """``jupyterhub.hub.config`` as z2jh's jupyterhub_config.py applies it: each section (a
+    Configurable class name) updates ``c``, the secrets the chart seeds itself left out."""
+    seeded = {"JupyterHub": ("proxy_auth_token", "cookie_secret", "services"),
+              "ConfigurableHTTPProxy": ("auth_token",), "CryptKeeper": ("keys",)}
+    for section, entries in config.items():
+        if not section[:1].isupper():
+            raise ValueError(f"jupyterhub.hub.config.{section}: hub.config sections must be "
+                             "Configurable class names (e.g. JupyterHub)")
+        c[section].update({k: v for k, v in (entries or {}).items()
+                           if k not in seeded.get(section, ())})
+
+
 def configure_hub(c: Any, launch: str | dict) -> None:
     """Configure a real JupyterHub (``c`` of its config file) for the local hub."""
     launch = load(launch)
@@ -100,13 +114,8 @@ def configure_hub(c: Any, launch: str | dict) -> None:
     c.JupyterHub.db_url = "sqlite:///" + os.path.join(workdir, "jupyterhub.sqlite")
     c.JupyterHub.cookie_secret_file = os.path.join(workdir, "jupyterhub_cookie_secret")
     c.JupyterHub.log_level = launch.get("hub_log_level", "INFO")
-    # A simple authenticator: any listed user (or anyone, with no list) with one shared password.
-    c.JupyterHub.authenticator_class = "shared-password"
-    c.SharedPasswordAuthenticator.user_password = launch["password"]
-    if launch.get("users"):
-        c.Authenticator.allowed_users = set(launch["users"])
-    else:
-        c.Authenticator.allow_all = True
+    # Who may log in comes from the values' hub.config (step 2), as on Kubernetes: the launcher
+    # puts the chart's trial mode there (shared password + allow list, helm/examples/trial.yaml).
     # A local spawner instead of KubeSpawner: each user's JupyterLab is a process of this
     # machine (jupyterhub-singleuser, the image's command), in a home folder under the workdir
     # (the user's volume on Kubernetes), which is also the server's root folder.
@@ -141,6 +150,7 @@ def configure_hub(c: Any, launch: str | dict) -> None:
         c.Spawner.default_url = single["defaultUrl"]
     c.JupyterHub.services = hub_services(launch)
     c.JupyterHub.load_roles = hub_roles(launch)
+    apply_hub_config(c, jh["hub"].get("config") or {})
 
     # 3. The chart's hub.extraConfig, verbatim.
     run_snippets(c, jh["hub"].get("extraConfig") or {}, "hub")
