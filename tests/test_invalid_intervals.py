@@ -66,3 +66,23 @@ def test_invalid_presentations_are_named_and_their_parameters_gone(session):
     assert "invalid_presentation" in session.stimulus_names
     assert len(session.get_stimulus_table("natural_scenes")) == (
         len(session.reader.stimulus_tables()["natural_scenes_presentations"]) - 2)
+
+
+def test_psth_tuning_and_correlations_skip_spikes_invalid_times(session):
+    """The gain-fluctuation interval lies in the third drifting-grating trial and the probe stop
+    in the first spontaneous block: those presentations and bins are left out, and counted."""
+    from neuropixels_dask.analyses.correlations import spike_count_correlations
+    from neuropixels_dask.analyses.spiking import psth, tuning_curves
+
+    bad = session.invalid_times[[("stimulus" not in t) for t in session.invalid_times["tags"]]]
+    dg = session.get_stimulus_table("drifting_gratings")
+    window = (0.0, float(dg["duration"].min()))
+    hit = sum(((dg["start_time"] + window[0] <= b) & (dg["start_time"] + window[1] >= a)).sum()
+              for a, b in zip(bad["start_time"], bad["stop_time"], strict=True))
+    curves = tuning_curves(session, "drifting_gratings")
+    assert curves.attrs["presentations_skipped"] == hit >= 1
+    rate = psth(session, "drifting_gratings", bin_edges=np.arange(-0.1, 2.0, 0.1))
+    assert rate.attrs["presentations_skipped"] >= 1 and np.isfinite(rate.values).all()
+    corr = spike_count_correlations(session, ["spontaneous", "drifting_gratings"])
+    skipped = dict(zip(corr.stimulus.values, corr.bins_skipped.values, strict=True))
+    assert skipped["spontaneous"] >= 2 / 0.05 and skipped["drifting_gratings"] >= 1

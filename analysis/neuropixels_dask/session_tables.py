@@ -132,6 +132,22 @@ def probe_invalid_times(invalid_times: pd.DataFrame, probe_name: str) -> pd.Data
     return invalid_times_tagged(invalid_times, [allen.ALL_PROBES_TAG, str(probe_name)])
 
 
+def spike_invalid_times(invalid_times: pd.DataFrame, probe_names) -> pd.DataFrame:
+    """The invalid intervals during which some unit's spikes are missing: tagged ``all_probes``
+    or with one of ``probe_names`` (AllenSDK warns about these on ``spike_times``)."""
+    return invalid_times_tagged(invalid_times, [allen.ALL_PROBES_TAG, *map(str, probe_names)])
+
+
+def overlapping(starts, stops, invalid: pd.DataFrame) -> np.ndarray:
+    """Which ``[start, stop]`` windows overlap an invalid interval (ends included)."""
+    starts = np.asarray(starts, dtype=np.float64)
+    stops = np.asarray(stops, dtype=np.float64)
+    hit = np.zeros(starts.shape, dtype=bool)
+    for a, b in zip(invalid["start_time"], invalid["stop_time"], strict=True):
+        hit |= np.maximum(starts, a) <= np.minimum(stops, b)
+    return hit
+
+
 def subtract_intervals(intervals: np.ndarray, invalid: pd.DataFrame) -> np.ndarray:
     """``[start, stop)`` time intervals ``(k, 2)`` without the invalid ``[start, stop]`` ones
     (ends included, as AllenSDK masks them): what is left, as ``(k', 2)``."""

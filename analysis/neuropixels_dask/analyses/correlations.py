@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .. import session_tables as T
 from ..kernels import correlation_blocks as KC
 from ..tasks.spikes import per_group, unit_groups
 
@@ -39,7 +40,8 @@ def spike_count_correlations(session, stimuli: list[str] | None = None,
 
     Lazy (one Delayed per stimulus reading the units' spikes in groups). Units firing below
     ``min_rate`` Hz are left out; the diagonal is the mean correlation between distinct units of
-    the same area.
+    the same area. Bins overlapping an invalid interval of the spikes (tagged ``all_probes`` or
+    with a probe's name) are left out; ``bins_skipped`` (per stimulus) counts them.
     """
     stimuli = stimuli or ["spontaneous", "drifting_gratings"]
     units = session.units[session.units["firing_rate"] >= min_rate]
@@ -49,10 +51,14 @@ def spike_count_correlations(session, stimuli: list[str] | None = None,
     uids = units.index.to_numpy()
     src = session.reader.spike_source()
     groups = unit_groups(uids)
-    per_stim = []
+    per_stim, skipped = [], []
+    bad = T.spike_invalid_times(session.invalid_times, session.probes["description"])
     for stim in stimuli:
         pres = session.get_stimulus_table(stim)
         starts, ends, keys = _interval_bins(pres, bin_size)
+        hit = T.overlapping(starts, ends, bad)
+        starts, ends, keys = starts[~hit], ends[~hit], keys[~hit]
+        skipped.append(int(hit.sum()))
         parts = per_group(KC.count_in_bins, src, groups, session.spike_ranges, starts, ends)
         counts = dask.delayed(np.concatenate)(parts, axis=0)
         per_stim.append(dask.delayed(KC.area_noise_correlation)(counts, keys, areas, names))
@@ -62,6 +68,7 @@ def spike_count_correlations(session, stimuli: list[str] | None = None,
     arr = da.from_delayed(stacked, shape=(len(stimuli), len(names), len(names)),
                           dtype=np.float64)
     return xr.DataArray(arr, dims=("stimulus", "area_a", "area_b"),
-                        coords={"stimulus": stimuli, "area_a": names, "area_b": names},
+                        coords={"stimulus": stimuli, "area_a": names, "area_b": names,
+                                "bins_skipped": ("stimulus", np.asarray(skipped))},
                         name="noise_correlation",
                         attrs={"bin_size_s": bin_size, "session_id": session.ecephys_session_id})
