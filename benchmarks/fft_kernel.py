@@ -85,7 +85,7 @@ def _before_periodogram_sum(block, starts, nperseg, window="hann"):
         seg -= seg.mean(axis=1, keepdims=True)
         spec = np.fft.rfft(seg * w[None, :, None], axis=1)
         acc += (spec.real**2 + spec.imag**2).sum(axis=0)
-    return acc
+    return acc / (w * w).sum()  # per unit-energy taper, as the kernel's sums are
 
 
 def before_labelled_sums(block, t0, fs, intervals, nperseg, step):
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     power = old_sums[0].mean(axis=1)
     range_db = float(10 * np.log10(power.max() / power[int(worst_hz * NPERSEG / FS)]))
     _, ref = signal.welch(block64, FS, nperseg=NPERSEG, noverlap=NPERSEG - STEP, axis=0)
-    _, psd = K.finalize(new.sums, new.counts, FS, NPERSEG)
+    _, psd, _ = K.finalize(new.sums, new.counts, FS, NPERSEG)
     rel_welch = float(np.max(np.abs(psd[0] - ref) / ref))
     n_seg = int(new.counts[0])
     ffts_before = int(old_counts.sum())

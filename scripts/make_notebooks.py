@@ -62,7 +62,12 @@ spectra = by_structure(lfp_spectra(session, probe_id, ["spontaneous", "drifting_
 spectra = spectra.compute()
 plot_spectra(spectra, "all");
 """),
-    md("## Spikes: a PSTH around full-field flashes"),
+    md("""
+## Spikes: a PSTH around full-field flashes
+
+Mean rate per structure ± SEM across units; `psth` also subtracts or z-scores a baseline,
+smooths, and splits by a stimulus parameter (`condition_by="color"`): see `docs/analyses.md`.
+"""),
     code("""
 rates = psth_by_structure(psth(session, "flashes")).compute()
 plot_psth(rates);
@@ -91,7 +96,7 @@ client
 cache = npd.open_cache()
 session_ids = list(cache.get_session_table().index)
 spectra = npd.map_sessions(session_structure_spectra, session_ids, cache,
-                           stimuli=["spontaneous", "drifting_gratings", "flashes"])
+                           stimuli=["spontaneous", "drifting_gratings"])
 spectra
 """),
     code("""
@@ -99,10 +104,28 @@ s = spectra.result.dropna("structure", how="all")
 plot_spectra(s, "all")
 plot_spectral_change(relative_to(s, "spontaneous"), "drifting_gratings");
 """),
-    md("## Cross-area spike-count correlations, by stimulus"),
+    md("""
+Flashes last 250 ms, too short for 1 s Welch segments: the multitaper method fits one 250 ms
+segment to each flash (and tiles the other stimuli with 250 ms segments, so all share one
+frequency grid, 4 Hz apart).
+"""),
+    code("""
+short = npd.map_sessions(session_structure_spectra, session_ids, cache,
+                         stimuli=["spontaneous", "flashes"], method="multitaper")
+f = short.result.dropna("structure", how="all")
+plot_spectral_change(relative_to(f, "spontaneous"), "flashes");
+"""),
+    md("""
+## Cross-area noise correlations, by stimulus
+
+Spike counts per trial minus the mean of their condition (here: grating orientation), z-scored,
+then Pearson's r; spontaneous activity in 1 s pseudo-trials. Real sessions show each condition
+15 times; the synthetic caches only a few, hence `min_trials=2` here (default 5).
+"""),
     code("""
 corr = npd.map_sessions(spike_count_correlations, session_ids, cache,
-                        stimuli=["spontaneous", "drifting_gratings"])
+                        stimuli=["spontaneous", "drifting_gratings"],
+                        condition_by="orientation", min_trials=2)
 plot_area_correlations(corr.result);
 """),
     code("""

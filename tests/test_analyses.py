@@ -3,26 +3,40 @@ computation on the same data."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import dask
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import signal
 
 import neuropixels_dask as npd
 from neuropixels_dask.analyses import (
+    grating_metrics,
     lfp_spectra,
     map_sessions,
     peak_frequency,
     preferred,
     psth,
     psth_by_structure,
+    receptive_field_centres,
     relative_to,
     session_structure_spectra,
     spike_count_correlations,
     tuning_curves,
+    validity,
 )
+from neuropixels_dask.errors import InvalidSelectionError, UnknownUnitError
 from neuropixels_dask.local.synth import generate_cache
 from neuropixels_dask.local.synth.generate import load_ground_truth
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +61,21 @@ def cache(rich_cache):
 @pytest.fixture(scope="module")
 def session(cache):
     return cache.get_session_data(int(cache.get_session_table().index[0]))
+
+
+@pytest.fixture(scope="module")
+def flawed(cache):
+    """The last session: the generator gives it invalid intervals (a probe stopping, all probes
+    losing spikes during the third grating, a stimulus failure)."""
+    s = cache.get_session_data(int(cache.get_session_table().index[-1]))
+    assert len(s.invalid_times) == 3
+    return s
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _sync():
+    with dask.config.set(scheduler="sync"):
+        yield
 
 
 def test_spectra_equal_scipy_welch(session):
@@ -122,7 +151,8 @@ def test_tuning_recovers_preferred_orientation(session, truth):
 
 
 def test_cross_area_correlations_follow_the_stimulus(session):
-    corr = spike_count_correlations(session, ["spontaneous", "drifting_gratings"]).compute()
+    corr = spike_count_correlations(session, ["spontaneous", "drifting_gratings"],
+                                    condition_by="orientation", min_trials=3).compute()
     vis = [a for a in corr.area_a.values if a.startswith("VIS")]
     assert len(vis) >= 2
 
@@ -147,3 +177,392 @@ def test_map_sessions_collects_and_reports_failures(cache, local_client, tmp_pat
         one = spectra(cache.get_session_data(ids[0])).compute()
     np.testing.assert_allclose(res.result.sel(session_id=ids[0]).dropna("structure", how="all"),
                                one, rtol=1e-9)
+
+
+# ---- issue 25: definitions checked against independent computations, named errors ---------------
+
+def _direct_counts(session, uids, starts, ends):
+    """Spikes of each unit in each [start, end) window, from the spike times themselves."""
+    return np.array([[np.count_nonzero((session.spike_times[u] >= a) & (session.spike_times[u] < b))
+                      for a, b in zip(starts, ends, strict=True)] for u in uids], dtype=float)
+
+
+def _area_means(r, areas, names):
+    out = np.full((len(names), len(names)), np.nan)
+    pairs = np.zeros((len(names), len(names)), int)
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            vals = [r[u, v] for u in range(len(areas)) for v in range(len(areas))
+                    if areas[u] == a and areas[v] == b and (u < v if a == b else True)
+                    and np.isfinite(r[u, v])]
+            if vals:
+                out[i, j], pairs[i, j] = np.mean(vals), len(vals)
+    return out, pairs
+
+
+def _units_used(session, min_rate=0.5):
+    u = session.units
+    return u[(u["firing_rate"] >= min_rate) & u["structure_acronym"].notna()]
+
+
+def test_spontaneous_noise_correlation_is_pearson_of_block_residuals(session):
+    """Defect 1: spontaneous blocks are cut into pseudo-trials, each block one condition, the
+    same rule whatever the number of pseudo-trials: the result equals Pearson's r of the counts
+    z-scored within their block, computed here from the spike times."""
+    units = _units_used(session)
+    uids, areas = units.index.to_numpy(), units["structure_acronym"].to_numpy(object)
+    names = sorted(set(areas))
+    blocks = session.get_stimulus_table("spontaneous")
+    for trial_s in (0.05, 0.5):
+        got = spike_count_correlations(session, ["spontaneous"], spontaneous_trial_s=trial_s)
+        starts, keys = [], []
+        for pid, (a, b) in zip(blocks.index, blocks[["start_time", "stop_time"]].to_numpy(),
+                               strict=True):
+            n = int(np.floor((b - a) / trial_s + 1e-9))
+            starts.append(a + trial_s * np.arange(n))
+            keys.append(np.full(n, pid))
+        starts, keys = np.concatenate(starts), np.concatenate(keys)
+        counts = _direct_counts(session, uids, starts, starts + trial_s)
+        z = counts.copy()
+        for k in np.unique(keys):
+            block = z[:, keys == k]
+            sd = block.std(axis=1, keepdims=True)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                z[:, keys == k] = np.where(sd > 0, (block - block.mean(1, keepdims=True)) / sd,
+                                           0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = np.corrcoef(z)
+        want, pairs = _area_means(r, areas, names)
+        got = got.compute()
+        assert int(got.n_trials.sel(stimulus="spontaneous")) == len(starts)
+        assert int(got.n_conditions.sel(stimulus="spontaneous")) == len(blocks)
+        np.testing.assert_allclose(got.sel(stimulus="spontaneous").values, want, rtol=1e-9,
+                                   atol=1e-12)
+        assert np.array_equal(got.n_pairs.sel(stimulus="spontaneous").values, pairs)
+
+
+@pytest.mark.parametrize("average", ["pooled", "fisher_z"])
+def test_driven_noise_correlation_per_condition(session, average):
+    """Residuals from each condition's mean: pooled after z-scoring within condition, or Fisher
+    z averaged over conditions (weights n − 3); conditions with too few repeats left out and
+    counted."""
+    dg = session.get_stimulus_table("drifting_gratings")
+    units = _units_used(session)
+    uids, areas = units.index.to_numpy(), units["structure_acronym"].to_numpy(object)
+    names = sorted(set(areas))
+    got = spike_count_correlations(session, ["drifting_gratings"], condition_by="orientation",
+                                   min_trials=4, average=average).compute()
+    ori = dg["orientation"].astype(float).to_numpy()
+    levels, n_per = np.unique(ori, return_counts=True)
+    kept = levels[n_per >= 4]
+    use = np.isin(ori, kept)
+    onsets = dg["start_time"].to_numpy(float)[use]
+    counts = _direct_counts(session, uids, onsets, onsets + 2.0)
+    keys = ori[use]
+    if average == "pooled":
+        z = counts.copy()
+        for k in kept:
+            c = z[:, keys == k]
+            sd = c.std(axis=1, keepdims=True)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                z[:, keys == k] = np.where(sd > 0, (c - c.mean(1, keepdims=True)) / sd, 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = np.corrcoef(z)
+    else:
+        num = np.zeros((len(uids), len(uids)))
+        den = np.zeros_like(num)
+        for k in kept:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                rk = np.corrcoef(counts[:, keys == k])
+            w = (keys == k).sum() - 3
+            ok = np.isfinite(rk)
+            num += np.where(ok, w * np.arctanh(np.clip(np.where(ok, rk, 0), -0.999999,
+                                                       0.999999)), 0)
+            den += np.where(ok, w, 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = np.tanh(num / den)
+    want, pairs = _area_means(r, areas, names)
+    np.testing.assert_allclose(got.sel(stimulus="drifting_gratings").values, want, rtol=1e-9,
+                               atol=1e-12)
+    assert got.n_trials.item() == use.sum()
+    assert got.n_conditions.item() == kept.size
+    assert got.n_conditions_excluded.item() == levels.size - kept.size
+    with pytest.raises(InvalidSelectionError, match="min_trials=50"):
+        spike_count_correlations(session, ["drifting_gratings"], condition_by="orientation",
+                                 min_trials=50)
+    with pytest.raises(InvalidSelectionError, match="Ori.*orientation"):
+        spike_count_correlations(session, ["drifting_gratings"], condition_by="Ori")
+
+
+def test_misspelled_stimulus_is_a_named_error_not_nan(session):
+    """Defect 2."""
+    pid = int(session.probes.index[0])
+    for call in (lambda: lfp_spectra(session, pid, ["flash"]),
+                 lambda: session_structure_spectra(session, ["flash"]),
+                 lambda: spike_count_correlations(session, ["flash"]),
+                 lambda: psth(session, "flash"), lambda: tuning_curves(session, "flash")):
+        with pytest.raises(InvalidSelectionError, match=r"\['flash'\].*'flashes'"):
+            call()
+
+
+def test_flash_spectrum_by_multitaper_equals_direct_dpss(session):
+    """Defect 3: 250 ms flashes hold no 1 s welch segment (a named error that says what to do);
+    the multitaper spectrum takes one 250 ms segment per flash, equal to a direct DPSS estimate
+    of the same samples, with its standard error across flashes."""
+    pid = int(session.probes.index[0])
+    with pytest.raises(InvalidSelectionError, match="flashes.*multitaper"):
+        lfp_spectra(session, pid, ["flashes"])
+    got = lfp_spectra(session, pid, ["flashes"], method="multitaper", include_all=False)
+    flashes = session.get_stimulus_table("flashes")
+    assert got.attrs["n_tapers"] == 3 and got.n_segments.item() == len(flashes)
+    got = got.compute()
+    lfp = session.get_lfp(pid)
+    fs, n = lfp.attrs["sampling_rate"], got.attrs["nperseg"]
+    x = lfp.values.astype(np.float64)
+    first = np.searchsorted(lfp.time.values, flashes["start_time"].to_numpy(float))
+    tapers = signal.windows.dpss(n, 2.0, Kmax=3, sym=False)
+    tapers /= np.sqrt((tapers ** 2).sum(axis=1, keepdims=True))
+    per = []
+    for i in first:
+        seg = x[i:i + n] - x[i:i + n].mean(axis=0)
+        p = np.mean([np.abs(np.fft.rfft(seg * w[:, None], axis=0)) ** 2 for w in tapers], 0)
+        per.append(p / fs)
+    per = np.array(per)
+    per[:, 1:-1] *= 2  # one-sided (n even)
+    np.testing.assert_allclose(got.sel(stimulus="flashes").values, per.mean(0), rtol=2e-5)
+    np.testing.assert_allclose(got.sem.sel(stimulus="flashes").values,
+                               per.std(0, ddof=1) / np.sqrt(len(per)), rtol=2e-4)
+    assert np.isfinite(got.values).all()
+
+
+def test_spectra_leave_invalid_times_out_and_say_how_much(flawed):
+    """Welch segments overlapping an invalid interval are not used: the spectrum equals the
+    mean of scipy periodograms of the grid segments that avoid them."""
+    probe = flawed.probes.index[flawed.probes["description"] == "probeB"][0]
+    keep = lfp_spectra(flawed, int(probe), ["spontaneous", "drifting_gratings"])
+    raw = lfp_spectra(flawed, int(probe), ["spontaneous", "drifting_gratings"],
+                      exclude_invalid=False)
+    # probeB stops for 2 s in spontaneous; all probes fail for 2 s, 1 s of it in a grating
+    assert keep.invalid_s_skipped.sel(stimulus="spontaneous") == pytest.approx(2.0, abs=0.01)
+    assert keep.invalid_s_skipped.sel(stimulus="drifting_gratings") == pytest.approx(1.0, abs=0.01)
+    assert (raw.invalid_s_skipped.values == 0).all()
+    assert (keep.n_segments.values < raw.n_segments.values).all()
+    lfp = flawed.get_lfp(int(probe))
+    t, x = lfp.time.values, lfp.values.astype(np.float64)
+    fs, n, step = lfp.attrs["sampling_rate"], keep.attrs["nperseg"], keep.attrs["step"]
+    bad = validity.invalid_intervals(flawed, ["probeB"], stimulus=True)
+    dg = flawed.get_stimulus_table("drifting_gratings")[["start_time", "stop_time"]].to_numpy()
+    segs = []
+    for k in range(0, len(t) - n + 1, step):
+        a, b = t[k], t[k + n - 1]
+        inside = any(s <= a and b < e for s, e in dg)
+        clean = not any(a <= e and b >= s for s, e in bad)
+        if inside and clean:
+            segs.append(signal.periodogram(x[k:k + n], fs, window="hann", axis=0)[1])
+    assert len(segs) == int(keep.n_segments.sel(stimulus="drifting_gratings"))
+    np.testing.assert_allclose(keep.sel(stimulus="drifting_gratings").values,
+                               np.mean(segs, 0), rtol=1e-5)
+
+
+def test_attributes_say_what_the_numbers_are(session):
+    """Defect 4: dB is labelled dB; a spectrum averaged over probes names all of them."""
+    spectra = session_structure_spectra(session, ["spontaneous", "drifting_gratings"])
+    with_lfp = session.probes.index[session.probes["has_lfp_data"].astype(bool)]
+    assert spectra.attrs["probe_ids"] == [int(p) for p in with_lfp] and len(with_lfp) > 1
+    assert "probe_id" not in spectra.attrs
+    assert set(spectra.attrs["n_segments"]) == {int(p) for p in with_lfp}
+    assert spectra.attrs["units"] == "V²/Hz"
+    change = relative_to(spectra, "spontaneous")
+    assert change.attrs["units"] == "dB" and change.attrs["baseline"] == "spontaneous"
+
+
+def test_user_mistakes_are_named_errors_listing_the_choices(session):
+    """Defect 5 (and the options added since)."""
+    from neuropixels_dask.plots import plot_spectra
+
+    spectra = session_structure_spectra(session, ["spontaneous"])
+    first = int(session.units.index[0])
+    cases = [
+        (lambda: psth(session, "flashes", unit_ids=[1]), UnknownUnitError, str(first)),
+        (lambda: tuning_curves(session, "drifting_gratings", "Ori"), InvalidSelectionError,
+         r"'Ori'.*\['orientation', 'temporal_frequency'"),
+        (lambda: relative_to(spectra, "spont"), InvalidSelectionError, "'spontaneous'"),
+        (lambda: lfp_spectra(session, int(session.probes.index[0]), method="fft"),
+         InvalidSelectionError, "'welch', 'multitaper'"),
+        (lambda: psth(session, "flashes", normalize="z"), InvalidSelectionError, "'zscore'"),
+        (lambda: psth(session, "flashes", condition_by="colour"), InvalidSelectionError,
+         "'color'"),
+        (lambda: spike_count_correlations(session, average="mean"), InvalidSelectionError,
+         "'fisher_z'"),
+        (lambda: receptive_field_centres(session), InvalidSelectionError, "gabors"),
+        (lambda: grating_metrics(session, selectivity_at="max"), InvalidSelectionError,
+         "'all_tf'"),
+        (lambda: peak_frequency(spectra.sel(stimulus="all").isel(structure=0), (700, 800)),
+         InvalidSelectionError, "holds 0 frequencies"),
+        (lambda: plot_spectra(spectra, "flashes"), InvalidSelectionError, "'spontaneous'"),
+    ]
+    for call, error, message in cases:
+        with pytest.raises(error, match=message):
+            call()
+
+
+def test_lfp_channel_message_states_the_files_stride(session):
+    """Defect 6: the tiny caches keep every 16th channel, the real files every 4th."""
+    pid = int(session.probes.index[0])
+    stride = int(np.unique(np.diff(session.get_lfp(pid).channel.values))[0])
+    with pytest.raises(InvalidSelectionError, match=f"every {stride}th channel"):
+        session.get_lfp(pid, channel_ids=[1])
+
+
+def test_psth_baseline_zscore_conditions_sem_against_numpy(session):
+    edges = np.arange(-0.05, 0.2 + 1e-9, 0.01)
+    z = psth(session, "flashes", edges, condition_by="color", normalize="zscore",
+             smooth_sigma_s=0.01).compute()
+    pres = session.get_stimulus_table("flashes")
+    assert z.dims == ("unit_id", "color", "time_relative_to_stimulus_onset")
+    uid = int(z.unit_id[3])
+    st = session.spike_times[uid]
+    from scipy.ndimage import gaussian_filter1d
+
+    for color in z.color.values:
+        onsets = pres.loc[pres["color"].astype(str) == color, "start_time"].to_numpy(float)
+        counts = np.array([np.histogram(st, o + edges)[0] for o in onsets]) / 0.01
+        rate = gaussian_filter1d(counts, 1.0, axis=1, mode="nearest")
+        base = rate[:, :5]
+        want = (rate.mean(0) - base.mean()) / base.std()
+        np.testing.assert_allclose(z.sel(unit_id=uid, color=color).values, want, rtol=1e-9,
+                                   atol=1e-9)
+        np.testing.assert_allclose(z.sem.sel(unit_id=uid, color=color).values,
+                                   rate.std(0, ddof=1) / np.sqrt(len(onsets)) / base.std(),
+                                   rtol=1e-9)
+        assert int(z.n_trials.sel(unit_id=uid, color=color)) == len(onsets)
+    assert z.attrs["units"] == "z"
+
+
+def test_psth_by_structure_weights(session):
+    rates = psth(session, "flashes", np.arange(-0.05, 0.2 + 1e-9, 0.025)).compute()
+    rates = rates.isel(unit_id=rates.structure_acronym.values != "")
+    w = xr_weights = rates.unit_id * 0 + np.arange(rates.sizes["unit_id"]) % 3 + 1.0
+    by = psth_by_structure(rates, weight=xr_weights)
+    plain = psth_by_structure(rates)
+    for s in by.structure.values:
+        sel = rates.structure_acronym.values == s
+        x, ww = rates.values[sel], w.values[sel]
+        np.testing.assert_allclose(plain.sel(structure=s), x.mean(0), rtol=1e-12)
+        np.testing.assert_allclose(by.sel(structure=s), (ww[:, None] * x).sum(0) / ww.sum(),
+                                   rtol=1e-12)
+        if sel.sum() > 1:
+            np.testing.assert_allclose(plain.sem.sel(structure=s),
+                                       x.std(0, ddof=1) / np.sqrt(sel.sum()), rtol=1e-9)
+        assert int(by.n_units.sel(structure=s)[0]) == sel.sum()
+
+
+def test_tuning_leaves_out_invalid_trials(flawed):
+    """The third grating overlaps an all-probes invalid interval: every unit's curve is the
+    mean of the other trials, and n_trials says so."""
+    curves = tuning_curves(flawed).compute()
+    dg = flawed.get_stimulus_table("drifting_gratings")
+    bad = validity.overlapping(dg["start_time"], dg["start_time"] + 2.0,
+                               validity.invalid_intervals(flawed, [], stimulus=True))
+    assert bad.sum() >= 1
+    assert curves.attrs["n_trials_excluded_invalid"] >= bad.sum() * curves.sizes["unit_id"]
+    assert curves.attrs["presentations_skipped"] == bad.sum()
+    uid = int(curves.unit_id[0])
+    st = flawed.spike_times[uid]
+    ori = dg["orientation"].astype(float).to_numpy()
+    o = ori[bad][0]
+    on = dg["start_time"].to_numpy(float)[(ori == o) & ~bad]
+    want = np.mean([((st >= a) & (st <= a + 2.0)).sum() / 2.0 for a in on])
+    assert float(curves.sel(unit_id=uid, orientation=o)) == pytest.approx(want)
+    assert int(curves.n_trials.sel(unit_id=uid, orientation=o)) == len(on)
+
+
+def test_grating_metrics_recover_the_releases_planted_values(cache, rich_cache):
+    """Defect 7: Allen's g_osi_dg / g_dsi_dg (not (max − min)/(max + min)) and the preferred
+    orientation, compared with the release's analysis-metrics table of the synthetic cache,
+    whose values are the planted ground truth."""
+    for sid in cache.get_session_table().index:
+        s = cache.get_session_data(int(sid))
+        got = grating_metrics(s, selectivity_at="all_tf").compute().to_pandas()
+        rel = pd.read_csv(os.path.join(rich_cache, f"session_{sid}",
+                                       f"session_{sid}_analysis_metrics.csv"),
+                          index_col="ecephys_unit_id")
+        j = got.join(rel[["pref_ori_dg", "g_osi_dg", "g_dsi_dg"]].add_suffix("_release"),
+                     how="inner")
+        tuned, flat = j[j.g_osi_dg_release > 0], j[j.g_osi_dg_release == 0]
+        assert len(tuned) >= 15 and len(flat) >= 15
+        assert (tuned.pref_ori_dg == tuned.pref_ori_dg_release).mean() >= 0.7
+        assert (tuned.g_dsi_dg - tuned.g_dsi_dg_release).abs().median() < 0.06
+        assert (tuned.g_osi_dg - tuned.g_osi_dg_release).abs().median() < 0.06
+        assert tuned.g_dsi_dg.mean() > flat.g_dsi_dg.mean() + 0.15
+
+
+def test_grating_metrics_equal_allensdks_on_the_same_session(session, rich_cache,
+                                                               tmp_path):
+    """AllenSDK 2.16.2's own DriftingGratings (its environment, the same NWB file) and its
+    osi/dsi/threshold_rf functions on the same arrays (tests/allensdk/metrics_reference.py)."""
+    from neuropixels_dask.kernels import responses as R
+
+    env = ROOT / ".tools" / "allensdk" / "bin" / "python"
+    if not env.exists():  # ./dev test installs it; a bare pytest run installs it here
+        subprocess.run(["bash", str(ROOT / "scripts" / "install-allensdk.sh"),
+                        str(env.parent.parent)], check=True)
+    rng = np.random.default_rng(0)
+    tunings = rng.gamma(2.0, 2.0, (20, 8))
+    yy, xx = np.mgrid[0:9, 0:9]
+    rfs = np.array([rng.poisson(1 + 30 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 3.0))
+                    for cx, cy in rng.uniform(1, 7, (10, 2))], dtype=float)
+    np.savez(tmp_path / "arrays.npz", oris=np.arange(0, 360, 45.0), tunings=tunings, rfs=rfs)
+    folder = os.path.join(rich_cache, f"session_{session.ecephys_session_id}")
+    subprocess.run([str(env), str(ROOT / "tests" / "allensdk" / "metrics_reference.py"), folder,
+                    str(tmp_path / "arrays.npz"), str(tmp_path / "out.json")], check=True,
+                   timeout=600, capture_output=True)
+    ref = pd.DataFrame.from_dict(
+        {int(k): v for k, v in json.loads((tmp_path / "out.json").read_text()).items()},
+        orient="index")
+    arrays = json.loads((tmp_path / "out.json.arrays").read_text())
+    got = grating_metrics(session).compute().to_pandas()
+    j = got.join(ref.add_suffix("_allensdk"), how="inner")
+    assert len(j) == len(got) == len(ref)
+    for col in ("pref_ori_dg", "pref_tf_dg", "g_osi_dg", "g_dsi_dg"):
+        np.testing.assert_allclose(j[col], j[f"{col}_allensdk"], rtol=1e-12, equal_nan=True)
+    oris = np.arange(0, 360, 45.0)
+    np.testing.assert_allclose([R.osi(oris, t) for t in tunings], arrays["osi"], rtol=1e-12)
+    np.testing.assert_allclose([R.dsi(oris, t) for t in tunings], arrays["dsi"], rtol=1e-12)
+    np.testing.assert_allclose([R.rf_centre(rf) for rf in rfs], arrays["rf"], rtol=1e-12)
+
+
+def test_heat_map_draws_missing_values_apart_from_zero(session):
+    """Defect 8: an area pair without a unit pair is grey and marked, not white like r ≈ 0."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.colors import to_rgba
+
+    from neuropixels_dask.plots import NAN_COLOR, plot_area_correlations
+
+    corr = spike_count_correlations(session, ["spontaneous"]).compute()
+    corr[0, 0, 0] = np.nan
+    fig = plot_area_correlations(corr)
+    im = fig.axes[0].images[0]
+    nan_rgba = im.to_rgba(np.ma.masked_invalid([[np.nan]]))[0, 0]
+    assert np.allclose(nan_rgba, to_rgba(NAN_COLOR))
+    assert not np.allclose(nan_rgba, im.to_rgba(np.array([[0.0]]))[0, 0], atol=0.05)
+    assert any(t.get_text() == "n/a" for t in fig.axes[0].texts)
+
+
+def test_readme_script_runs_as_a_script(tiny_cache_dir, tmp_path):
+    """Defect 9: the README's "Use it from Python" code, saved as a file and run, starts its
+    cluster and computes (it needs `if __name__ == "__main__":`)."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Use it from Python"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert 'if __name__ == "__main__":' in code
+    script = tmp_path / "analysis.py"
+    script.write_text(code)
+    env = {**os.environ, "NEUROPIXELS_DASK__CACHE__URL": tiny_cache_dir,
+           "NEUROPIXELS_DASK__CLUSTER__N_WORKERS": "1"}
+    run = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Nanny failed" not in run.stderr

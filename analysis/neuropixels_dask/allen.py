@@ -94,8 +94,5 @@ NON_STIMULUS_PARAMETERS = ("start_time", "stop_time", "duration", "stimulus_bloc
                            "stimulus_condition_id")
 #: what a presentation overlapping an invalid ``stimulus`` interval is called
 INVALID_PRESENTATION = "invalid_presentation"
-#: invalid-interval tags: every probe (LFP and spikes), and stimulus-locked analyses
-ALL_PROBES_TAG = "all_probes"
-STIMULUS_TAG = "stimulus"
 #: the stimulus table's first columns (AllenSDK's ``enforce_df_column_order``)
 STIMULUS_LEADING_COLUMNS = ("stimulus_block", "start_time", "stop_time")

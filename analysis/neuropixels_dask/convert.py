@@ -721,11 +721,12 @@ class SessionConversion:
                 tables = True
         return blocks, tables, probes
 
-    def verify(self) -> set[str]:
+    def verify(self) -> dict[str, str]:
         """Re-read every LFP sample, timestamp and spike time from both sides; compare bits.
 
-        Returns the blocks whose copy fails its checksums (to rewrite); a copy that decodes
-        but differs from the source is a ``ConversionError``."""
+        Returns the blocks whose copy fails its checksums (to rewrite), each with what the
+        reader said; a copy that decodes but differs from the source is a
+        ``ConversionError``."""
         readers.clear_caches()
         dst_spikes = SpikeSource("zarr", self.url, self.options, zs.SPIKE_TIMES_PATH,
                                  byte_offset=0, dtype="<f8")
@@ -742,7 +743,7 @@ class SessionConversion:
         if bad:
             raise ConversionError(f"{self.url} differs from the source in {len(bad)} block(s): "
                                   f"{bad[:5]}. Delete the store and convert again.")
-        damaged = {r["key"] for r in out if r["status"] == "damaged"}
+        damaged = {r["key"]: r["what"][0] for r in out if r["status"] == "damaged"}
         if not damaged:
             _check_tables(self.root, self.tables, self.spike_index, self.url)
             self.result.verified = True
@@ -755,17 +756,22 @@ class SessionConversion:
         if not damaged:
             return
         self.result.repaired += [f"damaged block {k}" for k in sorted(damaged)]
+        if any(zs.SPIKE_CRC_PATH in what for what in damaged.values()):
+            self.rewrite_checksums = True  # the checksums were hit, not (only) the blocks
         self.uncommit()
         if self.info.get("complete"):
             self.info["complete"] = False
             self._save_info()
-        self.run(only=damaged)
+        self.run(only=set(damaged))
         readers.clear_caches()
         still = self.verify()
         if still:
-            raise ConversionError(f"{self.url}: block(s) {sorted(still)[:5]} still fail their "
-                                  "checksums after being rewritten: the destination store "
-                                  "damages what is written to it. Check it, then convert again.")
+            first = sorted(still)[0]
+            raise ConversionError(
+                f"{self.url}: block(s) {sorted(still)[:5]} still fail their checks after being "
+                f"rewritten from the source (e.g. {first}: {still[first][:300]}): what was "
+                "written does not read back, so the destination store (or something between) "
+                "loses or changes objects. Check it, then convert again.")
 
     def finish(self, verified: bool) -> None:
         """Mark complete (attributes, then consolidated metadata), commit (the manifest, last),

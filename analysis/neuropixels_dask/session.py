@@ -19,6 +19,7 @@ import xarray as xr
 from . import allen, session_extras
 from . import session_tables as T
 from .allen import DETAILED_STIMULUS_PARAMETERS, NULL, SESSION_UNIT_RENAMES
+from .analyses import validity
 from .catalog import apply_unit_filters, as_id
 from .errors import (
     InvalidSelectionError,
@@ -163,8 +164,8 @@ class EcephysSession:
         has invalid intervals affecting its probes."""
         if not self._warned_invalid_spikes:
             self._warned_invalid_spikes = True
-            tags = [*self.probes["description"], allen.ALL_PROBES_TAG]
-            if not T.invalid_times_tagged(self.invalid_times, tags).empty:
+            names = self.probes["description"].astype(str)
+            if len(validity.invalid_intervals(self, names, stimulus=False)):
                 warnings.warn("Session includes invalid time intervals that could be accessed "
                               "with the attribute 'invalid_times',Spikes within these intervals "
                               "are invalid and may need to be excluded from the analysis.",
@@ -409,10 +410,12 @@ class EcephysSession:
                                       channel_ids=channel_ids, exact_timestamps=exact_timestamps)
         if not mask_invalid_intervals:
             return lfp
-        bad = T.probe_invalid_times(self.invalid_times, self._probe_row(probe_id)["description"])
-        if bad.empty:
+        name = str(self._probe_row(probe_id)["description"])
+        bad = validity.invalid_intervals(self, [name], stimulus=False)
+        if not len(bad):
             return lfp
-        valid = T.valid_time_mask(lfp["time"].to_numpy(), bad)
+        t = lfp["time"].to_numpy()
+        valid = ~validity.overlapping(t, t, bad)
         masked = lfp.where(xr.DataArray(valid, dims=("time",), coords={"time": lfp["time"]}))
         masked.attrs = dict(lfp.attrs, masked_invalid_samples=int((~valid).sum()))
         return masked

@@ -17,6 +17,7 @@ import pandas as pd
 
 from . import allen
 from .allen import NULL
+from .analyses import validity
 
 
 def _distinct(left, right) -> bool:
@@ -119,67 +120,20 @@ def parameter_values(presentations: pd.DataFrame, drop_nulls: bool = True
 
 
 def invalid_times_tagged(invalid_times: pd.DataFrame, tags: Collection[str]) -> pd.DataFrame:
-    """The invalid intervals carrying any of ``tags`` (e.g. ``all_probes`` or a probe name)."""
+    """The invalid intervals carrying any of ``tags`` exactly (``["stimulus"]`` for AllenSDK's
+    presentation masking; ``analyses.validity`` scopes by probe, ``all_probes`` always
+    included)."""
     if invalid_times.empty:
         return invalid_times
     keep = invalid_times["tags"].apply(lambda have: any(t in list(have) for t in tags))
     return invalid_times[keep.astype(bool)]
 
 
-def probe_invalid_times(invalid_times: pd.DataFrame, probe_name: str) -> pd.DataFrame:
-    """The invalid intervals of one probe's data: tagged ``all_probes`` or with its name (what
-    AllenSDK's ``get_lfp`` masks)."""
-    return invalid_times_tagged(invalid_times, [allen.ALL_PROBES_TAG, str(probe_name)])
-
-
-def spike_invalid_times(invalid_times: pd.DataFrame, probe_names) -> pd.DataFrame:
-    """The invalid intervals during which some unit's spikes are missing: tagged ``all_probes``
-    or with one of ``probe_names`` (AllenSDK warns about these on ``spike_times``)."""
-    return invalid_times_tagged(invalid_times, [allen.ALL_PROBES_TAG, *map(str, probe_names)])
-
-
-def overlapping(starts, stops, invalid: pd.DataFrame) -> np.ndarray:
-    """Which ``[start, stop]`` windows overlap an invalid interval (ends included)."""
-    starts = np.asarray(starts, dtype=np.float64)
-    stops = np.asarray(stops, dtype=np.float64)
-    hit = np.zeros(starts.shape, dtype=bool)
-    for a, b in zip(invalid["start_time"], invalid["stop_time"], strict=True):
-        hit |= np.maximum(starts, a) <= np.minimum(stops, b)
-    return hit
-
-
-def subtract_intervals(intervals: np.ndarray, invalid: pd.DataFrame) -> np.ndarray:
-    """``[start, stop)`` time intervals ``(k, 2)`` without the invalid ``[start, stop]`` ones
-    (ends included, as AllenSDK masks them): what is left, as ``(k', 2)``."""
-    pieces = [tuple(iv) for iv in np.asarray(intervals, dtype=np.float64).reshape(-1, 2)]
-    for c, d in zip(invalid["start_time"], invalid["stop_time"], strict=True):
-        after = float(np.nextafter(d, np.inf))
-        cut = []
-        for a, b in pieces:
-            if b <= c or a > d:
-                cut.append((a, b))
-                continue
-            if a < c:
-                cut.append((a, c))
-            if after < b:
-                cut.append((after, b))
-        pieces = cut
-    return np.array(pieces, dtype=np.float64).reshape(-1, 2)
-
-
-def valid_time_mask(times: np.ndarray, intervals: pd.DataFrame) -> np.ndarray:
-    """``False`` where a time lies inside an interval (ends included), else ``True``."""
-    ok = np.ones(len(times), dtype=bool)
-    for a, b in zip(intervals["start_time"], intervals["stop_time"], strict=True):
-        ok &= ~((times >= a) & (times <= b))
-    return ok
-
-
 def mask_invalid_presentations(presentations: pd.DataFrame,
                                invalid_times: pd.DataFrame) -> pd.DataFrame:
     """Presentations overlapping an interval tagged ``stimulus`` become
     ``invalid_presentation``: every other column NaN, start and stop kept (AllenSDK)."""
-    bad = invalid_times_tagged(invalid_times, [allen.STIMULUS_TAG])
+    bad = invalid_times_tagged(invalid_times, [validity.STIMULUS])
     if bad.empty:
         return presentations
     start = presentations["start_time"].to_numpy()

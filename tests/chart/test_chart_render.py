@@ -213,11 +213,15 @@ def test_notes_tell_the_operator_what_next(helm, kit):
     notes = out.stdout.split("NOTES:", 1)[1]
     assert f"kubectl -n {NAMESPACE} port-forward service/proxy-public 8080:http" in notes
     assert "TRIAL MODE: only alice, bob, with the shared password." in notes
+    assert "WARNING: the shared password is helm/examples/trial.yaml's placeholder" in notes
     assert "npd.get_client()" in notes
     assert "worker_cores 0.5-4 (default 1)" in notes
     assert "2 clusters per user" in notes
     assert f"kubectl -n {NAMESPACE} get secret neuropixels-s3" in notes
-    assert "WARNING" not in notes
+    own = helm.run("install", RELEASE, str(helm.chart), "--namespace", NAMESPACE,
+                   "--dry-run=client", *login, "--set",
+                   "jupyterhub.hub.config.SharedPasswordAuthenticator.user_password=0123456789ab")
+    assert "WARNING" not in own.stdout.split("NOTES:", 1)[1]
 
     mismatch = helm.run("install", RELEASE, str(helm.chart), "--dry-run=client", *login,
                         "--set", "image.tag=0.2.0")

@@ -45,7 +45,7 @@ def test_area_correlation_means_the_right_pairs():
     x, areas = _counts(seed=3)
     x[7] = 0  # a silent LGd unit is skipped, not propagated
     corr = C.pairwise_correlation(x)
-    labels, mean = C.area_mean(corr, areas)
+    labels, mean, pairs = C.area_mean(corr, areas)
     assert labels.tolist() == ["LGd", "V1"]
     for i, a in enumerate(labels):
         for j, b in enumerate(labels):
@@ -59,7 +59,7 @@ def test_area_correlation_means_the_right_pairs():
 
 def test_area_mean_single_unit_area_is_nan():
     corr = np.array([[1.0, 0.2, 0.4], [0.2, 1.0, 0.6], [0.4, 0.6, 1.0]])
-    labels, mean = C.area_mean(corr, ["A", "A", "B"])
+    labels, mean, pairs = C.area_mean(corr, ["A", "A", "B"])
     assert np.isclose(mean[0, 0], 0.2)
     assert np.isclose(mean[0, 1], 0.5) and np.isclose(mean[1, 0], 0.5)
     assert np.isnan(mean[1, 1])  # one unit: no pair
@@ -102,7 +102,7 @@ def test_noise_correlation_chain_recovers_shared_gain():
     counts = KC.count_in_bins(trains, starts, starts + dur)
     assert counts.shape == (12, n_pres) and counts.sum() == sum(len(t) for t in trains)
     names = ["CA1", "VISl", "VISp", "VISrl"]
-    got = KC.area_noise_correlation(counts, cond, areas, names)
+    got, n_pairs = KC.area_noise_correlation(counts, cond, areas, names)
     assert got.shape == (4, 4) and np.allclose(got, got.T, equal_nan=True)
     assert got[1, 2] > 0.3 and got[1, 1] > 0.3 and got[2, 2] > 0.3  # shared gain
     assert abs(got[0, 1]) < 0.1 and abs(got[0, 2]) < 0.1  # CA1 is independent

@@ -109,7 +109,7 @@ def test_any_blocking_counts_each_segment_once(n_time, nperseg, overlap, seed):
     np.testing.assert_allclose(left_first.sums, balanced.sums, rtol=1e-9, atol=1e-12)
     if n_seg:
         _, p0 = scipy.signal.welch(x, FS, nperseg=nperseg, noverlap=nperseg - step, axis=0)
-        _, p = K.finalize(balanced.sums, balanced.counts, FS, nperseg)
+        _, p, _ = K.finalize(balanced.sums, balanced.counts, FS, nperseg)
         np.testing.assert_allclose(p[0], p0, rtol=1e-9, atol=1e-12 * max(p0.max(), 1e-300))
 
 
@@ -117,7 +117,7 @@ def test_short_signal_gives_nan_not_error():
     seg = _whole(100, 256, 128)
     part = K.block_partial(np.ones((100, 3), np.float32), 0, seg)
     assert part.counts.tolist() == [0]
-    f, p = K.finalize(part.sums, part.counts, FS, 256)
+    f, p, _ = K.finalize(part.sums, part.counts, FS, 256)
     assert p.shape == (1, 129, 3) and np.all(np.isnan(p))
 
 
@@ -222,3 +222,40 @@ def test_segment_in_no_label_is_not_transformed(monkeypatch):
     part = K.block_partial(x, 0, seg)
     assert part.counts.tolist() == [3]  # starts 2000, 2250, 2500
     assert sum(int(np.prod(s[:-1])) for s in calls) == 3 * 2
+
+
+def test_subtract_ranges_and_epoch_onsets():
+    r = np.array([[0, 100], [200, 300]])
+    cut = np.array([[50, 60], [90, 210], [290, 400]])
+    assert K.subtract_ranges(r, cut).tolist() == [[0, 50], [60, 90], [210, 290]]
+    assert K.subtract_ranges(r, np.zeros((0, 2))).tolist() == r.tolist()
+    assert K.epoch_onsets(np.array([[10, 45], [100, 109]]), 10).tolist() == [10, 20, 30]
+
+
+@pytest.mark.parametrize("block_len", [97, 400, 5000])
+def test_multitaper_epochs_equal_direct_dpss_whatever_the_blocking(block_len):
+    """Epoch placement: one segment per epoch from its own first sample, DPSS tapers averaged;
+    equal to a direct computation, with the standard error across epochs, for any blocking."""
+    x = _lfp(n=5000, n_ch=3)
+    n, nw = 120, 2.0
+    epochs = np.array([[130, 260], [700, 830], [1490, 1640], [3333, 3460]])  # ≥ n samples each
+    seg = K.Segmenting(n, n, (epochs,), ("dpss", nw), "epoch")
+    assert seg.n_tapers == 3
+    chunks = [block_len] * (5000 // block_len) + ([5000 % block_len] if 5000 % block_len else [])
+    bounds = np.concatenate([[0], np.cumsum(chunks)])
+    total = K.combine_all([K.block_partial(x[a:b], int(a), seg)
+                           for a, b in zip(bounds[:-1], bounds[1:], strict=True)], seg)
+    f, psd, sem = K.finalize(total.sums, total.counts, FS, n, total.sumsq)
+    w = scipy.signal.windows.dpss(n, nw, Kmax=3, sym=False)
+    w /= np.sqrt((w ** 2).sum(axis=1, keepdims=True))
+    per = []
+    for a, _ in epochs:
+        s = x[a:a + n] - x[a:a + n].mean(axis=0)
+        p = np.mean([np.abs(np.fft.rfft(s * t[:, None], axis=0)) ** 2 for t in w], axis=0) / FS
+        p[1:-1] *= 2
+        per.append(p)
+    per = np.array(per)
+    assert total.counts.tolist() == [4]
+    np.testing.assert_allclose(psd[0], per.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(sem[0], per.std(0, ddof=1) / 2.0, rtol=1e-7)
+    np.testing.assert_allclose(f, np.fft.rfftfreq(n, 1 / FS))

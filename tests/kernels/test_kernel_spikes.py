@@ -119,31 +119,6 @@ def test_histogram_empty_inputs():
     assert K.spike_histogram([np.array([1.0])], np.zeros(0), np.array([0, 0.1])).shape == (0, 1, 1)
 
 
-def test_psth_rates_in_hz():
-    counts = np.array([[[1, 0], [4, 2]], [[3, 0], [0, 2]]], dtype=np.uint16)  # (2 pres, 2 bins)
-    edges = np.array([0.0, 0.1, 0.5])  # widths 0.1 s, 0.4 s
-    rate = K.psth(counts, edges)
-    assert rate.shape == (2, 2) and rate.dtype == np.float64
-    assert np.allclose(rate, [[2 / 0.1, 0.0], [2 / 0.4, 2 / 0.4]])
-    assert np.all(np.isnan(K.psth(np.zeros((0, 2, 1)), edges)))
-    with pytest.raises(ValueError, match="bins"):
-        K.psth(counts, np.array([0.0, 0.1]))
-
-
-def test_psth_of_allensdk_counts_equals_mean_rate_and_does_not_wrap():
-    """The PSTH of spike_histogram's uint16 counts: mean over presentations / bin width, summed
-    in float64 (70,000 presentations of 1 spike would wrap a uint16 sum)."""
-    rng = np.random.default_rng(8)
-    trains = _trains(rng, 6, 60.0)
-    starts = np.sort(rng.uniform(1.0, 55.0, 40))
-    edges = np.array([-0.05, 0.0, 0.01, 0.05, 0.2])
-    counts = K.spike_histogram(trains, starts, edges)
-    want = counts.astype(np.float64).mean(axis=0) / np.diff(edges)[:, None]
-    np.testing.assert_allclose(K.psth(counts, edges), want, rtol=1e-12)
-    many = np.ones((70_000, 1, 1), dtype=np.uint16)
-    assert K.psth(many, np.array([0.0, 0.5]))[0, 0] == 2.0
-
-
 _grid = st.integers(min_value=-4, max_value=44).map(lambda k: k / 8)  # exact binary fractions
 
 

@@ -55,7 +55,7 @@ PASSWORD = "hub-local-test-password"
 
 # What a scientist runs in a notebook on the hub: nothing but the package and its environment.
 NOTEBOOK = textwrap.dedent("""
-    import json, os, time, warnings
+    import functools, json, os, time, warnings
     import numpy as np
     import neuropixels_dask as npd
     from neuropixels_dask.analyses import (map_sessions, session_structure_spectra,
@@ -82,7 +82,9 @@ NOTEBOOK = textwrap.dedent("""
     cache = npd.open_cache()                  # NEUROPIXELS_DASK__CACHE__URL, S3 settings
     ids = [int(i) for i in cache.get_session_table().index]
     spectra = map_sessions(session_structure_spectra, ids, cache, client=client, progress=False)
-    corr = map_sessions(spike_count_correlations, ids, cache, client=client, progress=False)
+    corr = map_sessions(functools.partial(spike_count_correlations, condition_by="orientation",
+                                          min_trials=2),  # tiny: each orientation twice
+                        ids, cache, client=client, progress=False)
     out["sessions"] = ids
     out["failed"] = {**spectra.failed, **corr.failed}
     out["spectra"] = {k: int(v) for k, v in spectra.result.sizes.items()}

@@ -166,7 +166,7 @@ def session(tiny_cache_dir, ids):
     (lambda s, pid: s.get_lfp(pid, time_range=(-50.0, -10.0)), InvalidSelectionError, "outside"),
     (lambda s, pid: s.get_lfp(pid, channel_ids=[1.5]), InvalidSelectionError,
      "integer channel ids"),
-    (lambda s, pid: s.get_lfp(pid, channel_ids=[1]), InvalidSelectionError, "every 4th"),
+    (lambda s, pid: s.get_lfp(pid, channel_ids=[1]), InvalidSelectionError, "every 16th"),
     (lambda s, pid: s.presentationwise_spike_counts([[0.0, 0.1]], None, None),
      InvalidSelectionError, "1-D"),
     (lambda s, pid: s.presentationwise_spike_counts([0.1], None, None),

@@ -43,7 +43,8 @@ def analyses(url: str, so: dict, sid: int, pid: int) -> list[np.ndarray]:
     psd = lfp_spectra(session, pid)
     pres = session.get_stimulus_table(["flashes", "drifting_gratings"]).index
     counts = session.presentationwise_spike_counts(np.arange(-0.05, 0.3, 0.01), pres, None)
-    corr = spike_count_correlations(session)
+    # the tiny cache shows each grating orientation twice
+    corr = spike_count_correlations(session, condition_by="orientation", min_trials=2)
     with dask.config.set(scheduler="threads", num_workers=8):
         out = dask.compute(psd, psd.n_segments, counts, corr)
     return [np.asarray(x) for x in out]

@@ -322,11 +322,12 @@ def test_the_issue_cases_are_named_errors(tmp_path, bases):
 
 
 def test_damage_over_s3_is_named_as_well(tmp_path, s3_server, bases):
-    """Over S3 the same bytes give the same answer: one case of each kind of object."""
-    for base, obj in CASES:
+    """Over S3 the same bytes give the same answer: one case of each kind of object (the
+    B-tree and header of the gzip file, the chunk of each file)."""
+    for base, obj in [(b, o) for b, o in CASES if b == "gzip" or o == "chunk"]:
         raw, objects = bases[base]
         key = next(k for k in objects if k.endswith("chunk")) if obj == "chunk" else obj
-        for xor in (0x01,):
+        for xor in (0x01, None) if obj == "B-tree key" else (0x01,):  # None: cut there
             folder = _damaged(tmp_path, raw, objects[key], 1, 0.5, xor)
             prefix = f"matrix/damage{next(_names)}"
             s3_server.upload(folder, prefix)

@@ -362,14 +362,26 @@ def test_edited_metadata_is_named_found_and_rewritten(pristine, ids, tmp_path, t
         f.write(text.replace('"int16"', '"uint16"').replace('"float32"', '"int32"'))
     with pytest.raises(DamagedStoreError, match=f"{keys['pid']}/data/zarr.json is damaged"):
         npd.open_cache(copy).get_session_data(sid).get_lfp(pid).compute()
-    assert verify.check_store(store).keys == {f"lfp/{keys['pid']}/data/zarr.json"}
+    # and the spike-time checksums themselves: a unit's read names them
+    crc = os.path.join(store, *zs.SPIKE_CRC_PATH.split("/"), "c", "0")
+    with open(crc, "rb") as f:
+        data = bytearray(f.read())
+    data[len(data) // 2] ^= 0x01
+    with open(crc, "wb") as f:
+        f.write(bytes(data))
+    session = npd.open_cache(copy).get_session_data(sid, **NO_FILTERS)
+    with pytest.raises(DamagedStoreError, match=f"{zs.SPIKE_CRC_PATH}/c/0"):
+        session.spike_times[session.units.index[0]]
+    assert verify.check_store(store).keys == {f"lfp/{keys['pid']}/data/zarr.json",
+                                              f"{zs.SPIKE_CRC_PATH}/c/0"}
     with dask.config.set(scheduler="threads"):
         (r,) = cv.convert(tiny_cache_dir, copy, [sid], layout=SMALL, progress=False)
     assert r.status == "repaired", r
     assert verify.check_store(store, deep=True).ok
-    a = npd.open_cache(pristine).get_session_data(sid)
-    assert npd.open_cache(copy).get_session_data(sid).get_lfp(pid).values.tobytes() == \
-        a.get_lfp(pid).values.tobytes()
+    a = npd.open_cache(pristine).get_session_data(sid, **NO_FILTERS)
+    b = npd.open_cache(copy).get_session_data(sid, **NO_FILTERS)
+    assert b.get_lfp(pid).values.tobytes() == a.get_lfp(pid).values.tobytes()
+    assert all(a.spike_times[u].tobytes() == b.spike_times[u].tobytes() for u in a.units.index)
 
 
 @pytest.mark.filterwarnings("ignore::neuropixels_dask.errors.UnverifiedStoreWarning")

@@ -13,8 +13,18 @@ from .spectra import (
     relative_to,
     session_structure_spectra,
 )
-from .spiking import preferred, psth, psth_by_structure, selectivity_index, tuning_curves
+from .spiking import (
+    grating_metrics,
+    preferred,
+    psth,
+    psth_by_structure,
+    receptive_field_centres,
+    tuning_contrast,
+    tuning_curves,
+)
 
-__all__ = ["SessionResults", "by_structure", "lfp_spectra", "map_sessions", "peak_frequency",
-           "preferred", "psth", "psth_by_structure", "relative_to", "selectivity_index",
-           "session_structure_spectra", "spike_count_correlations", "tuning_curves"]
+__all__ = ["SessionResults", "by_structure", "grating_metrics", "lfp_spectra", "map_sessions",
+           "peak_frequency", "preferred", "psth", "psth_by_structure", "receptive_field_centres",
+           "relative_to",
+           "session_structure_spectra", "spike_count_correlations", "tuning_contrast",
+           "tuning_curves"]

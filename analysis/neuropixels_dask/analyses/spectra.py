@@ -4,22 +4,30 @@ One pass over a probe's LFP (one task per storage-chunk row) accumulates periodo
 stimulus type at once, each segment transformed once (``kernels.segment_psd``); blocks are reduced
 as a tree of neighbours, which also adds the segments straddling two blocks, so no worker ever
 holds more than one block and the blocking does not change the result. ``"all"`` is the whole
-recording (or ``time_range``).
+recording (or ``time_range``). Welch (1 s Hann segments on one grid) for long epochs, multitaper
+(DPSS tapers on segments fitted to each presentation) for short ones such as 250 ms flashes;
+every result carries its segment counts, standard errors and the invalid time it left out
+(docs/analyses.md).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
 
-from .. import session_tables as T
+from ..errors import InvalidSelectionError
 from ..kernels import segment_psd as K
+from . import checks, validity
+from .checks import choice
 
 ALL = "all"
-#: Taper of every segment: welch's default, so "all" equals ``scipy.signal.welch`` as called
+#: Taper of every welch segment: welch's default, so "all" equals ``scipy.signal.welch``
 WINDOW = "hann"
+METHODS = ("welch", "multitaper")
 
 
 def stimulus_intervals(session, stimuli: list[str] | None = None) -> dict[str, np.ndarray]:
@@ -31,12 +39,6 @@ def stimulus_intervals(session, stimuli: list[str] | None = None) -> dict[str, n
         rows = sp[sp["stimulus_name"] == name]
         out[name] = rows[["start_time", "stop_time"]].to_numpy(np.float64)
     return out
-
-
-def _covered_s(intervals: np.ndarray, times: np.ndarray) -> float:
-    """Seconds of the recording ``times`` that the ``(k, 2)`` intervals cover."""
-    iv = np.clip(np.asarray(intervals, dtype=np.float64).reshape(-1, 2), times[0], times[-1])
-    return float(np.clip(iv[:, 1] - iv[:, 0], 0, None).sum())
 
 
 def _block_sums(block, start, seg):
@@ -52,89 +54,217 @@ def _tree_sum(parts: list, seg):
     return parts[0]
 
 
-def _to_psd(total, fs, nperseg, window):
-    freqs, psd = K.finalize(total.sums, total.counts, fs, nperseg, window)
-    return psd, total.counts
+def _to_psd(total, fs, nperseg):
+    _, psd, sem = K.finalize(total.sums, total.counts, fs, nperseg, total.sumsq)
+    return psd, sem
+
+
+def _segment_seconds(method: str, seconds_per_segment, intervals: dict[str, np.ndarray]
+                     ) -> float:
+    if seconds_per_segment is None:
+        if method == "welch":
+            return 1.0
+        # multitaper: the shortest presentation asked for, so every stimulus holds segments
+        durations = [float(np.min(iv[:, 1] - iv[:, 0])) for iv in intervals.values() if len(iv)]
+        return min([1.0, *durations])
+    try:
+        value = float(seconds_per_segment)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not np.isfinite(value) or value <= 0:
+        raise InvalidSelectionError(f"seconds_per_segment={seconds_per_segment!r} must be a "
+                                    "positive number of seconds.")
+    return value
+
+
+def _refuse_empty(labels, counts, intervals, seconds, method, invalid_s_skipped):
+    empty = [name for name, n in zip(labels, counts, strict=True) if n == 0]
+    if not empty:
+        return
+    lines = []
+    for name in empty:
+        iv = intervals[name]
+        longest = float(np.max(iv[:, 1] - iv[:, 0])) if len(iv) else 0.0
+        lines.append(f"{name!r} ({len(iv)} presentations, the longest {longest:.3f} s, "
+                     f"{invalid_s_skipped[name]:.1f} s of them invalid)")
+    hint = ("use method='multitaper' (segments fitted to each presentation) or a shorter "
+            "seconds_per_segment" if method == "welch" else "use a shorter seconds_per_segment")
+    raise InvalidSelectionError(
+        f"No {seconds:g} s {method} segment fits inside {', '.join(lines)}: that spectrum "
+        f"would rest on nothing. {hint}.")
 
 
 def lfp_spectra(session, probe_id: int, stimuli: list[str] | None = None, *,
-                seconds_per_segment: float = 1.0, overlap: float = 0.5,
-                include_all: bool = True, time_range=None) -> xr.DataArray:
-    """Welch PSD (V²/Hz) per stimulus and channel: DataArray ``(stimulus, frequency, channel)``.
+                method: str = "welch", seconds_per_segment: float | None = None,
+                overlap: float = 0.5, time_half_bandwidth: float = 2.0,
+                include_all: bool = True, time_range=None,
+                exclude_invalid: bool = True) -> xr.DataArray:
+    """LFP power spectral density (V²/Hz) per stimulus and channel: ``(stimulus, frequency,
+    channel)``, lazy.
 
-    Lazy: one task per LFP block plus a tree reduction, and one FFT per segment whatever the
-    number of stimuli. Segments are ``seconds_per_segment`` long (Hann window, ``overlap``
-    fraction) on one grid over the whole selection, so ``"all"`` equals ``scipy.signal.welch``
-    of the selected samples (in their float32 precision) whatever the blocks; a stimulus
-    counts the grid segments lying inside its presentations, back-to-back presentations
-    merged. ``n_segments`` (per stimulus) says how much data each spectrum rests on.
+    ``method="welch"`` (default): segments of ``seconds_per_segment`` (default 1 s), Hann
+    window, ``overlap`` fraction, on one grid over the whole selection, so ``"all"`` equals
+    ``scipy.signal.welch`` of the selected samples; a stimulus counts the grid segments lying
+    inside its presentations, back-to-back presentations merged. ``method="multitaper"``: each
+    presentation (back-to-back ones merged) is tiled from its onset by segments of
+    ``seconds_per_segment`` (default: the shortest presentation asked for, at most 1 s; 250 ms
+    for flashes), each tapered by the ``2·NW − 1`` DPSS tapers of ``NW = time_half_bandwidth``
+    (``scipy.signal.windows.dpss``) and their periodograms averaged: the estimate for short
+    epochs, with a frequency resolution of ``1/seconds_per_segment`` and a smoothing bandwidth
+    of ``±NW/seconds_per_segment`` Hz.
 
-    The session's invalid intervals for this probe (tagged ``all_probes`` or with its name, those
-    AllenSDK's ``get_lfp`` masks) are left out: no segment overlaps one, and
-    ``invalid_s_skipped`` (per stimulus) says how many seconds of its intervals that removed.
+    Every result says what it rests on: ``n_segments`` and ``invalid_s_skipped`` (seconds of the
+    stimulus's intervals within the recording that are invalid, see ``analyses.validity``, and
+    that no segment touches) per stimulus, and ``sem``, the
+    standard error of the mean periodogram across segments (overlapping welch segments are not
+    independent, so then a lower bound). A stimulus that would hold no segment is refused
+    (:class:`InvalidSelectionError`), as is an unknown one. One task per LFP block plus a tree
+    reduction; one FFT per segment and taper whatever the number of stimuli.
     """
-    lfp = session.get_lfp(probe_id, mask_invalid_intervals=False, time_range=time_range)
+    choice("method", method, METHODS)
+    asked = stimuli is not None
+    stimuli = checks.stimulus_names(session, stimuli)
+    try:
+        overlap = float(overlap)
+    except (TypeError, ValueError):
+        overlap = float("nan")
+    if not 0 <= overlap < 1:
+        raise InvalidSelectionError(f"overlap={overlap!r} must be a fraction in [0, 1).")
+    lfp = session.get_lfp(probe_id, time_range=time_range)
+    probe_id = int(lfp.attrs["probe_id"])
     fs = float(lfp.attrs["sampling_rate"])
-    nperseg = int(round(seconds_per_segment * fs))
-    step = max(1, int(round(nperseg * (1 - overlap))))
     intervals = stimulus_intervals(session, stimuli)
+    seconds = _segment_seconds(method, seconds_per_segment, intervals)
     times = lfp.time.values
-    if include_all:
+    if method == "welch":
+        nperseg = int(round(seconds * fs))
+        step = max(1, int(round(nperseg * (1 - overlap))))
+        window, placement = WINDOW, "grid"
+    else:
+        nperseg = max(1, int(np.floor(seconds * fs + 1e-6)))
+        step, placement = nperseg, "epoch"
+        window = ("dpss", float(time_half_bandwidth))
+        if not 0.5 <= time_half_bandwidth <= nperseg / 2:
+            raise InvalidSelectionError(f"time_half_bandwidth={time_half_bandwidth!r} must lie "
+                                        f"in [0.5, {nperseg / 2}] for {nperseg}-sample segments.")
+    if include_all and len(times):
         intervals = {ALL: np.array([[times[0], times[-1] + 1.0 / fs]]), **intervals}
-    bad = T.probe_invalid_times(session.invalid_times,
-                                session.probes.loc[int(probe_id), "description"])
-    valid = {k: T.subtract_intervals(v, bad) for k, v in intervals.items()}
-    skipped = [_covered_s(intervals[k], times) - _covered_s(valid[k], times) for k in intervals]
-    intervals = valid
     labels = list(intervals)
-    seg = K.labelled_segmenting(times, intervals, nperseg, step, WINDOW)
+    probe_name = str(session.probes.loc[probe_id, "description"])
+    exclude = {}
+    if exclude_invalid:
+        bad_probe = validity.invalid_intervals(session, [probe_name], stimulus=False)
+        bad_stim = validity.invalid_intervals(session, [probe_name], stimulus=True)
+        exclude = {name: (bad_probe if name == ALL else bad_stim) for name in labels}
+    seg = K.labelled_segmenting(times, intervals, nperseg, step, window, placement, exclude)
+    span = (float(times[0]), float(times[-1])) if len(times) else (0.0, 0.0)
+    invalid_s_skipped = {name: validity.overlap_s(intervals[name], exclude.get(name, ()), span)
+                  for name in labels}
+    counts = K.segment_counts(len(times), seg)
+    left_out = []
+    if not asked:  # "every stimulus": those that hold no segment are named, not NaN
+        left_out = [n for n, c in zip(labels, counts, strict=True) if c == 0 and n != ALL]
+        if left_out:
+            warnings.warn(f"lfp_spectra: no {seconds:g} s {method} segment fits inside "
+                          f"{left_out}, left out (attrs['stimuli_left_out']); ask for them "
+                          "with method='multitaper'.", stacklevel=2)
+            keep = [j for j, n in enumerate(labels) if n not in left_out]
+            labels = [labels[j] for j in keep]
+            intervals = {n: intervals[n] for n in labels}
+            seg = K.Segmenting(seg.nperseg, seg.step, tuple(seg.ranges[j] for j in keep),
+                               seg.window, seg.placement)
+            counts = counts[keep]
+    _refuse_empty(labels, counts, intervals, seconds, method, invalid_s_skipped)
     blocks = lfp.data.to_delayed().ravel()
     starts = np.cumsum((0,) + lfp.data.chunks[0][:-1])
-    parts = [dask.delayed(_block_sums)(b, int(i0), seg)
+    seg_d = dask.delayed(seg, pure=True)  # one key: every task shares it
+    parts = [dask.delayed(_block_sums)(b, int(i0), seg_d)
              for b, i0 in zip(blocks, starts, strict=True)]
-    result = dask.delayed(_to_psd, nout=2)(_tree_sum(parts, seg), fs, nperseg, WINDOW)
+    result = dask.delayed(_to_psd, nout=2)(_tree_sum(parts, seg_d), fs, nperseg)
     n_freq, n_ch = nperseg // 2 + 1, lfp.sizes["channel"]
-    psd = da.from_delayed(result[0], shape=(len(labels), n_freq, n_ch), dtype=np.float64)
-    counts = da.from_delayed(result[1], shape=(len(labels),), dtype=np.int64)
-    # Nominal frequencies (k / segment length): probes and sessions differ in their exact rate
-    # by < 0.01 %, and a shared grid lets spectra from all of them line up.
-    freqs = np.arange(n_freq) / seconds_per_segment
+    shape = (len(labels), n_freq, n_ch)
+    psd = da.from_delayed(result[0], shape=shape, dtype=np.float64)
+    sem = da.from_delayed(result[1], shape=shape, dtype=np.float64)
+    # Nominal frequencies (k × the nominal rate / nperseg): probes and sessions differ in their
+    # exact rate by < 0.01 %, and a shared grid lets spectra from all of them line up.
+    freqs = np.arange(n_freq) * round(fs) / nperseg
     coords = {k: v for k, v in lfp.coords.items() if v.dims == ("channel",)}
     coords.update({"stimulus": labels, "frequency": ("frequency", freqs, {"units": "Hz"}),
                    "n_segments": ("stimulus", counts),
-                   "invalid_s_skipped": ("stimulus", np.asarray(skipped), {"units": "s"})})
+                   "invalid_s_skipped": ("stimulus", [invalid_s_skipped[n] for n in labels], {"units": "s"}),
+                   "sem": (("stimulus", "frequency", "channel"), sem, {"units": "V²/Hz"})})
+    attrs = {"units": "V²/Hz", "probe_id": probe_id, "session_id": session.ecephys_session_id,
+             "method": method, "nperseg": nperseg, "step": step,
+             "segment_s": nperseg / fs, "frequency_resolution_hz": fs / nperseg,
+             "exclude_invalid": bool(exclude_invalid), "stimuli_left_out": left_out}
+    if method == "multitaper":
+        attrs.update(time_half_bandwidth=float(time_half_bandwidth), n_tapers=seg.n_tapers,
+                     bandwidth_hz=2 * float(time_half_bandwidth) * fs / nperseg)
     return xr.DataArray(psd, dims=("stimulus", "frequency", "channel"), coords=coords,
-                        name="psd", attrs={"units": "V²/Hz", "probe_id": int(probe_id),
-                                           "session_id": session.ecephys_session_id,
-                                           "nperseg": nperseg, "step": step,
-                                           "frequency_resolution_hz": fs / nperseg})
+                        name="psd", attrs=attrs)
 
 
 def by_structure(psd: xr.DataArray) -> xr.DataArray:
-    """Mean over the channels of each brain structure (channels outside the brain dropped)."""
-    inside = psd.where(psd.structure_acronym != "", drop=True) \
-        if not isinstance(psd.data, da.Array) else psd.isel(
-            channel=np.flatnonzero(psd.structure_acronym.values != ""))
-    return inside.groupby("structure_acronym").mean("channel").rename(
-        structure_acronym="structure")
+    """Mean over the channels of each brain structure (channels outside the brain dropped).
+
+    ``sem`` becomes the mean of the channels' standard errors: exact if the channels' segment
+    powers move together (neighbouring LFP channels nearly do), an upper bound otherwise.
+    """
+    keep = np.flatnonzero(psd.structure_acronym.values != "")
+    inside = psd.isel(channel=keep)
+    sem = inside["sem"] if "sem" in inside.coords else None
+    inside = inside.drop_vars("sem", errors="ignore")
+    out = inside.groupby("structure_acronym").mean("channel")
+    if sem is not None:
+        sem = sem.variable.to_base_variable()
+        sem_da = xr.DataArray(sem, dims=sem.dims, coords={
+            "structure_acronym": ("channel", inside.structure_acronym.values)})
+        out = out.assign_coords(sem=sem_da.groupby("structure_acronym").mean("channel")
+                                .transpose(*out.dims).variable)
+    out.attrs = dict(psd.attrs)
+    return out.rename(structure_acronym="structure")
 
 
 def session_structure_spectra(session, stimuli: list[str] | None = None,
                               **kwargs) -> xr.DataArray:
     """Spectra of every probe with LFP, averaged per structure: ``(stimulus, frequency,
     structure)``. Probes are computed in parallel; a structure seen by several probes is the
-    mean of their spectra."""
+    mean of their spectra. ``attrs['probe_ids']`` lists the probes, ``attrs['n_segments']``
+    each probe's segments per stimulus; the ``n_segments`` coordinate is the fewest of any
+    probe. Keyword arguments are :func:`lfp_spectra`'s."""
     probes = session.probes.index[session.probes["has_lfp_data"].astype(bool)]
-    per_probe = [by_structure(lfp_spectra(session, int(p), stimuli, **kwargs))
-                 .drop_vars("n_segments") for p in probes]
-    stacked = xr.concat(per_probe, dim="probe", coords="minimal", compat="override",
-                        join="outer")
-    return stacked.mean("probe", skipna=True)
+    per_probe = [by_structure(lfp_spectra(session, int(p), stimuli, **kwargs)) for p in probes]
+    if not per_probe:
+        raise InvalidSelectionError(f"Session {session.ecephys_session_id} has no probe with "
+                                    "LFP (session.probes.has_lfp_data).")
+    n_seg = {int(p): dict(zip(s.stimulus.values.tolist(), s.n_segments.values.tolist(),
+                              strict=True)) for p, s in zip(probes, per_probe, strict=True)}
+    fewest = np.min([s.n_segments.values for s in per_probe], axis=0)
+    excluded = np.max([s.invalid_s_skipped.values for s in per_probe], axis=0)
+    sems = [s["sem"].reset_coords(drop=True) for s in per_probe]
+    per_probe = [s.drop_vars(["n_segments", "invalid_s_skipped", "sem"]) for s in per_probe]
+
+    def over_probes(arrays):
+        return xr.concat(arrays, dim="probe", coords="minimal", compat="override",
+                         join="outer", combine_attrs="drop").mean("probe", skipna=True)
+
+    out = over_probes(per_probe)
+    out = out.assign_coords(sem=over_probes(sems).transpose(*out.dims).variable)
+    attrs = {k: v for k, v in per_probe[0].attrs.items() if k != "probe_id"}
+    attrs.update(probe_ids=[int(p) for p in probes], n_segments=n_seg)
+    out.attrs = attrs
+    return out.assign_coords(n_segments=("stimulus", fewest),
+                             invalid_s_skipped=("stimulus", excluded, {"units": "s"}))
 
 
 def relative_to(spectra: xr.DataArray, baseline: str = "spontaneous") -> xr.DataArray:
-    """Power change relative to a baseline stimulus, in dB."""
-    return 10 * np.log10(spectra / spectra.sel(stimulus=baseline))
+    """Power change relative to a baseline stimulus, in dB: ``10·log10(P / P_baseline)``."""
+    choice("baseline", baseline, list(spectra.stimulus.values))
+    base = spectra.drop_vars("sem", errors="ignore")
+    out = 10 * np.log10(base / base.sel(stimulus=baseline))
+    out.name = "power_change"
+    out.attrs = {**spectra.attrs, "units": "dB", "baseline": baseline}
+    return out
 
 
 def peak_frequency(spectrum: xr.DataArray, band: tuple[float, float],
@@ -145,12 +275,18 @@ def peak_frequency(spectrum: xr.DataArray, band: tuple[float, float],
     ``flatten`` first removes the aperiodic part (a straight line fitted to log power vs log
     frequency over the band, as FOOOF-style analyses do) so the peak is the rhythm's.
     """
-    sub = spectrum.sel(frequency=slice(*band))
+    lo, hi = checks.window(band, "band")
+    sub = spectrum.sel(frequency=slice(lo, hi))
+    if sub.sizes["frequency"] < (3 if flatten else 1):
+        f = spectrum.frequency.values
+        raise InvalidSelectionError(
+            f"band={band!r} holds {sub.sizes['frequency']} frequencies of this spectrum "
+            f"({f[0]:g} to {f[-1]:g} Hz, every {f[1] - f[0]:g} Hz); widen it.")
     if flatten:
         logf = np.log10(sub.frequency)
         logp = np.log10(sub)
         x = logf - logf.mean()
         slope = ((x * (logp - logp.mean("frequency"))).sum("frequency") / (x * x).sum())
         resid = logp - logp.mean("frequency") - slope * x
-        return sub.frequency[resid.argmax("frequency")]
-    return sub.frequency[sub.argmax("frequency")]
+        return sub.frequency[resid.argmax("frequency").compute()]
+    return sub.frequency[sub.argmax("frequency").compute()]

@@ -1,100 +1,353 @@
-"""Spike-train analyses: PSTHs per unit and per structure, tuning curves (rate per condition).
+"""Spike-train analyses: PSTHs (per unit, per condition, per structure), tuning curves and
+AllenSDK's drifting-grating metrics.
 
 Built on ``presentationwise_spike_counts`` (lazy, one task per group of units), so they run on
-the cluster and combine across sessions with ``map_sessions``. The PSTH itself is the kernel
-``kernels.spikes.psth``, mapped over the same groups of units.
+the cluster and combine across sessions with ``map_sessions``; the statistics are the kernels of
+``kernels.responses``, mapped over the same groups of units. Trials overlapping an invalid
+interval of a unit's probe (or one tagged ``stimulus``) are left out for that unit
+(``analyses.validity``), and ``n_trials`` says how many remained.
 """
 
 from __future__ import annotations
 
 import dask.array as da
 import numpy as np
+import pandas as pd
 import xarray as xr
 
-from .. import session_tables as T
 from ..allen import NULL
-from ..kernels import spikes as K
+from ..errors import InvalidSelectionError
+from ..kernels import responses as R
+from . import checks, validity
+
+TIME = "time_relative_to_stimulus_onset"
+WEIGHTS = ("units", "trials")
+METRICS = ("pref_ori_dg", "pref_tf_dg", "g_osi_dg", "g_dsi_dg", "n_trials")
 
 
-def psth(session, stimulus_name: str = "flashes", bin_edges=None,
-         unit_ids=None) -> xr.DataArray:
-    """Mean firing rate (Hz) around presentation onsets: ``(unit_id, time_relative_to_stimulus
-    _onset)``, with the unit's ``structure_acronym`` as a coordinate. Lazy.
+def _trial_validity(session, units: pd.DataFrame, pres: pd.DataFrame, a: float, b: float,
+                    exclude_invalid: bool) -> np.ndarray:
+    """``(n_trials, n_units)``: trials to use per unit."""
+    onsets = pres["start_time"].to_numpy(np.float64)
+    if not exclude_invalid:
+        return np.ones((len(onsets), len(units)), dtype=bool)
+    return ~validity.invalid_trials(session, units, onsets + a, onsets + b)
 
-    Presentations whose window overlaps an invalid interval of the spikes (tagged
-    ``all_probes`` or with a probe's name) are left out; ``attrs["presentations_skipped"]``
-    counts them."""
+
+def _skipped(valid: np.ndarray) -> dict[str, int]:
+    """What the attrs say was left out: presentations invalid for at least one unit, and
+    (unit, presentation) pairs."""
+    return {"presentations_skipped": int((~valid).any(axis=1).sum()),
+            "n_trials_excluded_invalid": int((~valid).sum())}
+
+
+def _conditions(pres: pd.DataFrame, condition_by, stimulus_name: str):
+    """Per-trial condition index, the condition values, and the dimension name."""
+    if condition_by is None:
+        return np.zeros(len(pres), np.int64), None, None
+    checks.parameter(pres, condition_by, stimulus_name)
+    values = pres[condition_by].astype(str).to_numpy()
+    labels, index = np.unique(values, return_inverse=True)
+    return index.astype(np.int64), labels, condition_by
+
+
+def psth(session, stimulus_name: str = "flashes", bin_edges=None, unit_ids=None, *,
+         condition_by: str | None = None, baseline: tuple[float, float] | None = None,
+         normalize: str = "none", smooth_sigma_s: float | None = None,
+         exclude_invalid: bool = True) -> xr.DataArray:
+    """Peri-stimulus time histogram: ``(unit_id, [condition_by,] time_relative_to_stimulus
+    _onset)``, lazy.
+
+    Parameters
+    ----------
+    stimulus_name : a stimulus the session shows (default ``"flashes"``).
+    bin_edges : seconds relative to onset (default −50 to 250 ms in 5 ms bins).
+    unit_ids : default every unit of ``session.units``.
+    condition_by : a stimulus parameter (e.g. ``"color"`` for flashes): one PSTH per value.
+    baseline : (start, stop) s, the bins whose centres lie inside are the baseline (default:
+        the bins before onset, when there are any).
+    normalize : ``"none"`` (firing rate, Hz), ``"subtract"`` (rate − baseline rate, Hz) or
+        ``"zscore"`` ((rate − baseline mean) / baseline SD, the SD of all trial × baseline-bin
+        rates; NaN for a unit that never varied in the baseline).
+    smooth_sigma_s : Gaussian smoothing of each trial's rate, σ in seconds (equal bins only).
+
+    Coordinates: ``sem`` (standard error across trials, same units), ``n_trials`` (valid
+    trials per unit [and condition]), ``baseline_rate`` and ``baseline_sd`` (Hz),
+    ``structure_acronym``; attrs: units, the options, trials excluded as invalid.
+    """
+    stimulus_name = checks.stimulus_names(session, [stimulus_name])[0]
+    checks.choice("normalize", normalize, R.NORMALIZE)
     if bin_edges is None:
         bin_edges = np.arange(-0.05, 0.25 + 1e-9, 0.005)
     bin_edges = np.asarray(bin_edges, dtype=np.float64)
-    pres, skipped = _valid_presentations(session, session.get_stimulus_table(stimulus_name),
-                                         bin_edges[0], bin_edges[-1])
-    units = session.units if unit_ids is None else session.units.loc[unit_ids]
+    pres = session.get_stimulus_table(stimulus_name)
+    units = checks.units(session, unit_ids)
     counts = session.presentationwise_spike_counts(bin_edges, pres.index, units.index)
-    time = "time_relative_to_stimulus_onset"
-    # all presentations in one chunk (they are: chunks are groups of units); a no-op then
-    data = counts.data.rechunk({0: -1})
-    rate = xr.DataArray(da.map_blocks(K.psth, data, bin_edges, drop_axis=0, dtype=np.float64),
-                        dims=(time, "unit_id"),
-                        coords={time: counts[time].values, "unit_id": counts.unit_id.values})
-    rate = rate.transpose("unit_id", time)
-    rate = rate.assign_coords(structure_acronym=("unit_id",
-                                                 units["structure_acronym"].fillna("").to_numpy(
-                                                     object)))
-    rate.name = "firing_rate"
-    rate.attrs.update(units="Hz", stimulus_name=stimulus_name,
-                      session_id=session.ecephys_session_id, presentations_skipped=skipped)
-    return rate
+    centres = counts[TIME].values
+    if baseline is None and bin_edges[0] < 0:
+        baseline = (float(bin_edges[0]), 0.0)
+    base_bins = None
+    if baseline is not None:
+        lo, hi = checks.window(baseline, "baseline")
+        base_bins = (centres >= lo) & (centres <= hi)
+        if not base_bins.any():
+            raise InvalidSelectionError(f"baseline={baseline!r} holds no bin centre of "
+                                        f"bin_edges ({bin_edges[0]:g} … {bin_edges[-1]:g} s).")
+    elif normalize != "none":
+        raise InvalidSelectionError(f"normalize={normalize!r} needs a baseline: pass "
+                                    "baseline=(start, stop) or bin_edges starting before 0.")
+    sigma_bins = None
+    if smooth_sigma_s:
+        widths = np.diff(bin_edges)
+        if not np.allclose(widths, widths[0], rtol=1e-6):
+            raise InvalidSelectionError("smooth_sigma_s needs equal bins in bin_edges.")
+        sigma_bins = float(smooth_sigma_s) / widths[0]
+    cond, labels, cdim = _conditions(pres, condition_by, stimulus_name)
+    n_cond = 1 if labels is None else len(labels)
+    valid = _trial_validity(session, units, pres, bin_edges[0], bin_edges[-1], exclude_invalid)
+    data = counts.data.rechunk({0: -1})  # chunks are groups of units: a no-op
+    valid_d = da.from_array(valid, chunks=((valid.shape[0],), data.chunks[2]))
+    stats = da.map_blocks(
+        lambda c, v: R.psth_stats(c, bin_edges, cond, n_cond, v[:, 0, :], sigma_bins,
+                                  base_bins, normalize),
+        data, valid_d[:, None, :], new_axis=[0], chunks=((5,), (n_cond,), data.chunks[1],
+                                                            data.chunks[2]),
+        dtype=np.float64)
+    dims = ("condition", TIME, "unit_id")
+    coords = {TIME: centres, "unit_id": units.index.to_numpy()}
+
+    def field(i, reduce_time=False):
+        arr = stats[i][:, 0] if reduce_time else stats[i]
+        return xr.DataArray(arr, dims=("condition", "unit_id") if reduce_time else dims)
+
+    out = field(0).assign_coords(coords)
+    out = out.assign_coords(sem=field(1), n_trials=field(2, True), baseline_rate=field(3, True),
+                            baseline_sd=field(4, True))
+    if labels is None:
+        out = out.isel(condition=0, drop=True)
+    else:
+        out = out.rename(condition=cdim).assign_coords({cdim: labels})
+    order = ["unit_id"] + ([cdim] if cdim else []) + [TIME]
+    out = out.transpose(*order).assign_coords(structure_acronym=(
+        "unit_id", units["structure_acronym"].fillna("").to_numpy(object)))
+    out.name = "firing_rate" if normalize == "none" else (
+        "firing_rate_change" if normalize == "subtract" else "firing_rate_z")
+    out.attrs.update(units="z" if normalize == "zscore" else "Hz",
+                     stimulus_name=stimulus_name, session_id=session.ecephys_session_id,
+                     normalize=normalize, baseline_s=list(baseline) if baseline else None,
+                     smooth_sigma_s=smooth_sigma_s, n_presentations=len(pres),
+                     **_skipped(valid))
+    return out
 
 
-def _valid_presentations(session, pres, before: float, after: float):
-    """``pres`` without the presentations whose ``[onset + before, onset + after]`` overlaps
-    an invalid interval of the spikes, and how many were left out."""
-    bad = T.spike_invalid_times(session.invalid_times, session.probes["description"])
-    onset = pres["start_time"].to_numpy(np.float64)
-    hit = T.overlapping(onset + before, onset + after, bad)
-    return pres[~hit], int(hit.sum())
+def psth_by_structure(rate: xr.DataArray, weight: str | xr.DataArray = "units"
+                      ) -> xr.DataArray:
+    """Mean PSTH of the units of each structure: ``(structure, [condition,] time)``.
+
+    ``weight``: ``"units"`` (each unit counts once, default), ``"trials"`` (each unit by its
+    number of valid trials), or a DataArray of weights over ``unit_id`` (e.g. a quality
+    metric). ``sem`` is the weighted standard error across units (``Σ w²(x − x̄)²`` ÷ ``(Σw)²``
+    × n/(n − 1)) and ``n_units`` counts the units with a value.
+    """
+    keep = np.flatnonzero(rate.structure_acronym.values != "")
+    r = rate.isel(unit_id=keep)
+    if isinstance(weight, str):
+        checks.choice("weight", weight, WEIGHTS)
+        w = r["n_trials"].variable.to_base_variable() if weight == "trials" else None
+        w = xr.DataArray(w, dims=w.dims) if w is not None else \
+            xr.DataArray(np.ones(r.sizes["unit_id"]), dims="unit_id")
+    else:
+        w = weight.sel(unit_id=r.unit_id.values).reset_coords(drop=True)
+    values = r.reset_coords(drop=True)
+    has = values.notnull()
+    w = w.where(has, 0.0)
+    struct = xr.DataArray(r.structure_acronym.values, dims="unit_id", name="structure")
+    wsum = w.groupby(struct).sum("unit_id")
+    mean = (values.fillna(0) * w).groupby(struct).sum("unit_id") / wsum
+    n = has.groupby(struct).sum("unit_id")
+    dev = (values - mean.sel(structure=struct)).fillna(0)
+    var = ((w * dev) ** 2).groupby(struct).sum("unit_id") / wsum ** 2
+    sem = np.sqrt(var * n / (n - 1)).where(n > 1)
+    out = mean.assign_coords(sem=sem, n_units=n)
+    out.name = rate.name
+    out.attrs = {**rate.attrs, "weight": weight if isinstance(weight, str) else "custom"}
+    return out
 
 
-def psth_by_structure(rate: xr.DataArray) -> xr.DataArray:
-    """Mean PSTH of the units of each structure: ``(structure, time)``."""
-    keep = rate.structure_acronym.values != ""
-    out = rate.isel(unit_id=np.flatnonzero(keep)).groupby("structure_acronym").mean("unit_id")
-    return out.rename(structure_acronym="structure")
+def _numeric_parameter(pres: pd.DataFrame, parameter: str, stimulus_name: str) -> np.ndarray:
+    values = pd.to_numeric(pres[parameter], errors="coerce")
+    if values.isna().any():
+        raise InvalidSelectionError(f"parameter={parameter!r} of {stimulus_name!r} is not "
+                                    f"numeric ({pres[parameter].iloc[0]!r}); tuning curves need "
+                                    "numbers.")
+    return values.to_numpy(np.float64)
 
 
 def tuning_curves(session, stimulus_name: str = "drifting_gratings",
                   parameter: str = "orientation", window: tuple[float, float] | None = None,
-                  unit_ids=None) -> xr.DataArray:
+                  unit_ids=None, *, exclude_invalid: bool = True) -> xr.DataArray:
     """Mean firing rate (Hz) per value of ``parameter`` during each presentation:
-    ``(unit_id, <parameter>)``. The window defaults to the presentation duration; presentations
-    overlapping an invalid interval of the spikes are left out (``presentations_skipped``)."""
+    ``(unit_id, <parameter>)``, with ``sem`` and ``n_trials``. The window defaults to the
+    presentation duration. Presentations without the parameter (blank sweeps, ``"null"``) are
+    left out."""
+    stimulus_name = checks.stimulus_names(session, [stimulus_name])[0]
     pres = session.get_stimulus_table(stimulus_name)
+    checks.parameter(pres, parameter, stimulus_name)
     pres = pres[pres[parameter].astype(str) != NULL]
-    if window is None:
-        window = (0.0, float(pres["duration"].astype(float).min()))
-    pres, skipped = _valid_presentations(session, pres, window[0], window[1])
-    units = session.units if unit_ids is None else session.units.loc[unit_ids]
-    counts = session.presentationwise_spike_counts(np.asarray(window, dtype=float), pres.index,
-                                                   units.index)
-    rate = counts.isel(time_relative_to_stimulus_onset=0).astype(np.float64) / (
-        window[1] - window[0])
-    rate = rate.assign_coords({parameter: ("stimulus_presentation_id",
-                                           pres[parameter].astype(float).to_numpy())})
-    curves = rate.groupby(parameter).mean("stimulus_presentation_id")
+    a, b = checks.window(window) if window is not None else (
+        0.0, float(pres["duration"].astype(float).min()))
+    values = _numeric_parameter(pres, parameter, stimulus_name)
+    levels, index = np.unique(values, return_inverse=True)
+    units = checks.units(session, unit_ids)
+    edges = np.array([a, b])
+    counts = session.presentationwise_spike_counts(edges, pres.index, units.index)
+    valid = _trial_validity(session, units, pres, a, b, exclude_invalid)
+    data = counts.data.rechunk({0: -1})
+    valid_d = da.from_array(valid, chunks=((valid.shape[0],), data.chunks[2]))
+    stats = da.map_blocks(
+        lambda c, v: R.psth_stats(c, edges, index, len(levels), v[:, 0, :]),
+        data, valid_d[:, None, :], new_axis=[0],
+        chunks=((5,), (len(levels),), (1,), data.chunks[2]), dtype=np.float64)[:, :, 0]
+    dims = (parameter, "unit_id")
+    curves = xr.DataArray(stats[0], dims=dims, coords={parameter: levels,
+                                                       "unit_id": units.index.to_numpy()})
+    curves = curves.assign_coords(sem=(dims, stats[1]), n_trials=(dims, stats[2]))
     curves = curves.transpose("unit_id", parameter).assign_coords(
         structure_acronym=("unit_id", units["structure_acronym"].fillna("").to_numpy(object)))
     curves.name = "firing_rate"
-    curves.attrs.update(units="Hz", stimulus_name=stimulus_name, presentations_skipped=skipped)
+    curves.attrs.update(units="Hz", stimulus_name=stimulus_name, window_s=[a, b],
+                        session_id=session.ecephys_session_id,
+                        **_skipped(valid))
     return curves
 
 
 def preferred(curves: xr.DataArray, parameter: str = "orientation") -> xr.DataArray:
-    """The parameter value of each unit's largest response."""
-    return curves[parameter][curves.argmax(parameter)].drop_vars(parameter, errors="ignore")
+    """The parameter value of each unit's largest response (first on ties)."""
+    checks.choice("parameter", parameter, [d for d in curves.dims if d != "unit_id"])
+    return curves[parameter][curves.fillna(-np.inf).argmax(parameter)].drop_vars(
+        parameter, errors="ignore")
 
 
-def selectivity_index(curves: xr.DataArray, parameter: str = "orientation") -> xr.DataArray:
-    """(max - min) / (max + min) of each unit's tuning curve: 0 untuned, 1 perfectly selective."""
+def tuning_contrast(curves: xr.DataArray, parameter: str = "orientation") -> xr.DataArray:
+    """``(max − min) / (max + min)`` of each unit's tuning curve: the contrast between its
+    strongest and weakest response (0 flat, 1 silent at one value). Not Allen's orientation
+    selectivity: for ``g_osi_dg`` / ``g_dsi_dg`` use :func:`grating_metrics`."""
+    checks.choice("parameter", parameter, [d for d in curves.dims if d != "unit_id"])
     hi, lo = curves.max(parameter), curves.min(parameter)
-    return (hi - lo) / (hi + lo)
+    return ((hi - lo) / (hi + lo)).rename("tuning_contrast")
+
+
+def grating_metrics(session, unit_ids=None, *, stimulus_name: str = "drifting_gratings",
+                    selectivity_at: str = "preferred_tf",
+                    exclude_invalid: bool = True) -> xr.DataArray:
+    """AllenSDK's drifting-grating metrics per unit, as the release's analysis-metrics tables
+    hold them: ``pref_ori_dg``, ``pref_tf_dg``, ``g_osi_dg``, ``g_dsi_dg``.
+
+    Responses are spike counts over each whole presentation, averaged per (orientation,
+    temporal frequency) condition (AllenSDK's ``conditionwise_spike_statistics``). The preferred
+    orientation maximises the mean over temporal frequencies, the preferred temporal frequency
+    the mean over orientations. ``g_osi_dg = |Σ r·e^{2iθ}| / Σ r`` and ``g_dsi_dg = |Σ r·e^{iθ}|
+    / Σ r`` over orientations θ (Ringach et al. 2002), with ``r`` the tuning at the preferred
+    temporal frequency (``selectivity_at="preferred_tf"``, AllenSDK's definition: NaN when an
+    orientation was never shown at it) or averaged over temporal frequencies
+    (``"all_tf"``). Lazy (one task per unit group): ``(unit_id, metric)``, metrics
+    ``pref_ori_dg, pref_tf_dg, g_osi_dg, g_dsi_dg, n_trials``; ``.to_pandas()`` after
+    ``.compute()`` gives the release table's columns.
+    """
+    checks.choice("selectivity_at", selectivity_at, ["preferred_tf", "all_tf"])
+    stimulus_name = checks.stimulus_names(session, [stimulus_name])[0]
+    pres = session.get_stimulus_table(stimulus_name)
+    for p in ("orientation", "temporal_frequency"):
+        checks.parameter(pres, p, stimulus_name)
+    pres = pres[(pres["orientation"].astype(str) != NULL)
+                & (pres["temporal_frequency"].astype(str) != NULL)]
+    ori = _numeric_parameter(pres, "orientation", stimulus_name)
+    tf = _numeric_parameter(pres, "temporal_frequency", stimulus_name)
+    units = checks.units(session, unit_ids)
+    trial = float(pres["duration"].astype(float).max())
+    edges = np.array([0.0, trial])
+    counts = session.presentationwise_spike_counts(edges, pres.index, units.index)
+    valid = _trial_validity(session, units, pres, 0.0, trial, exclude_invalid)
+
+    def kernel(c, v):
+        oris, tfs, mean, _ = R.tuning_table(c[:, 0, :], ori, tf, v[:, 0, :])
+        return np.concatenate([R.grating_metrics(oris, tfs, mean, selectivity_at),
+                               v[:, 0, :].sum(0)[None]])
+
+    data = counts.data.rechunk({0: -1})
+    valid_d = da.from_array(valid[:, None, :], chunks=((valid.shape[0],), (1,),
+                                                       data.chunks[2]))
+    arr = da.map_blocks(kernel, data, valid_d, drop_axis=[1], chunks=((5,), data.chunks[2]),
+                        dtype=np.float64)
+    out = xr.DataArray(arr.T, dims=("unit_id", "metric"),
+                       coords={"unit_id": units.index.to_numpy(), "metric": list(METRICS),
+                               "structure_acronym": ("unit_id", units["structure_acronym"]
+                                                     .fillna("").to_numpy(object))},
+                       name="grating_metrics",
+                       attrs={"selectivity_at": selectivity_at, "stimulus_name": stimulus_name,
+                              "session_id": session.ecephys_session_id,
+                              "units": "pref_ori_dg: degrees, pref_tf_dg: Hz, g_osi_dg and "
+                                       "g_dsi_dg: 0–1, n_trials: presentations",
+                              **_skipped(valid)})
+    return out
+
+
+RF_STIMULI = ("receptive_field_mapping", "gabor", "gabors")
+RF_METRICS = ("azimuth_rf", "elevation_rf", "area_rf", "n_spikes")
+
+
+def receptive_field_centres(session, unit_ids=None, *, stimulus_name: str | None = None,
+                            mask_threshold: float = 0.5, minimum_spike_count: int = 10,
+                            exclude_invalid: bool = True) -> xr.DataArray:
+    """Receptive-field centres from the Gabor-patch mapping stimulus, as the release's
+    ``azimuth_rf`` / ``elevation_rf`` / ``area_rf`` (AllenSDK ``ReceptiveFieldMapping``): spike
+    counts 0–249 ms after each onset, summed per (elevation, azimuth) position (elevation
+    flipped, ``40 − y_position``), then :func:`kernels.responses.rf_centre`. Units with fewer
+    than ``minimum_spike_count`` spikes in all presentations are NaN, as upstream. Lazy:
+    ``(unit_id, metric)``."""
+    shown = list(session.stimulus_names)
+    if stimulus_name is None:
+        found = [n for n in shown if n.lower().startswith(RF_STIMULI)]
+        if not found:
+            raise InvalidSelectionError(
+                f"Session {session.ecephys_session_id} shows no receptive-field mapping "
+                f"stimulus (one of {list(RF_STIMULI)}); shown: {shown}.")
+        stimulus_name = found[0]
+    stimulus_name = checks.stimulus_names(session, [stimulus_name])[0]
+    pres = session.get_stimulus_table(stimulus_name)
+    for p in ("x_position", "y_position"):
+        checks.parameter(pres, p, stimulus_name)
+    pres = pres[(pres["x_position"].astype(str) != NULL)
+                & (pres["y_position"].astype(str) != NULL)]
+    xs, xi = np.unique(_numeric_parameter(pres, "x_position", stimulus_name),
+                       return_inverse=True)
+    ys, yi = np.unique(40.0 - _numeric_parameter(pres, "y_position", stimulus_name),
+                       return_inverse=True)
+    units = checks.units(session, unit_ids)
+    edges = np.array([0.0, 0.249])
+    counts = session.presentationwise_spike_counts(edges, pres.index, units.index)
+    valid = _trial_validity(session, units, pres, 0.0, 0.249, exclude_invalid)
+
+    def kernel(c, v):
+        c = np.where(v, c[:, 0, :], 0).astype(np.float64)
+        out = np.full((len(RF_METRICS), c.shape[1]), np.nan)
+        for u in range(c.shape[1]):
+            rf = np.zeros((ys.size, xs.size))
+            np.add.at(rf, (yi.ravel(), xi.ravel()), c[:, u])
+            out[3, u] = rf.sum()
+            if rf.sum() >= minimum_spike_count:
+                out[:3, u] = R.rf_centre(rf, mask_threshold)
+        return out
+
+    data = counts.data.rechunk({0: -1})
+    valid_d = da.from_array(valid[:, None, :], chunks=((valid.shape[0],), (1,),
+                                                       data.chunks[2]))
+    arr = da.map_blocks(lambda c, v: kernel(c, v[:, 0, :]), data, valid_d, drop_axis=[1],
+                        chunks=((len(RF_METRICS),), data.chunks[2]), dtype=np.float64)
+    return xr.DataArray(arr.T, dims=("unit_id", "metric"),
+                        coords={"unit_id": units.index.to_numpy(), "metric": list(RF_METRICS)},
+                        name="receptive_field",
+                        attrs={"units": "azimuth/elevation: degrees, area: degrees²",
+                               "stimulus_name": stimulus_name, "mask_threshold": mask_threshold,
+                               "session_id": session.ecephys_session_id,
+                               **_skipped(valid)})

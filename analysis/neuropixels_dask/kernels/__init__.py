@@ -8,13 +8,23 @@ Every kernel here is called by the package (``session``, ``analyses``); there is
   whole recording and of every stimulus, one FFT per segment, equal to ``scipy.signal.welch``
   whatever the blocking (``analyses.spectra``).
 - :mod:`.spikes` — AllenSDK ``EcephysSession`` spike counting, presentation-wise spike tables,
-  stimulus conditions and condition statistics (``session``); the PSTH (``analyses.spiking``).
-- :mod:`.correlation`, :mod:`.correlation_blocks` — counts in presentation bins, condition means
-  removed, Pearson correlations and their area means (``analyses.correlations``).
+  stimulus conditions and condition statistics (``session``).
+- :mod:`.responses` — PSTH statistics (SEM, trials, baseline, z-score, smoothing, conditions),
+  tuning tables and AllenSDK's ``g_osi_dg``/``g_dsi_dg``/preferred values (``analyses.spiking``).
+- :mod:`.correlation`, :mod:`.correlation_blocks` — counts per trial, condition means removed
+  (z-scored or per condition, Fisher z), Pearson correlations and their area means with pair
+  counts (``analyses.correlations``).
 """
 
 from .correlation import area_mean, pairwise_correlation
-from .correlation_blocks import area_noise_correlation, count_in_bins, remove_group_means
+from .correlation_blocks import (
+    area_noise_correlation,
+    count_in_bins,
+    noise_correlation,
+    remove_group_means,
+    zscore_within,
+)
+from .responses import dsi, grating_metrics, osi, psth_stats, tuning_table
 from .segment_psd import (
     Partial,
     Segmenting,
@@ -33,7 +43,6 @@ from .spikes import (
     condition_statistics,
     conditionwise_statistics,
     presentationwise_spike_times,
-    psth,
     spike_histogram,
     spike_histogram_domain,
 )
@@ -51,15 +60,21 @@ __all__ = [
     "condition_statistics",
     "conditionwise_statistics",
     "count_in_bins",
+    "dsi",
     "finalize",
+    "grating_metrics",
     "labelled_segmenting",
     "merge_ranges",
+    "noise_correlation",
+    "osi",
     "pairwise_correlation",
     "presentationwise_spike_times",
-    "psth",
+    "psth_stats",
     "remove_group_means",
     "sample_ranges",
     "spike_histogram",
     "spike_histogram_domain",
+    "tuning_table",
     "welch",
+    "zscore_within",
 ]

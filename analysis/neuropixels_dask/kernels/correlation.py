@@ -53,7 +53,7 @@ def pairwise_correlation(x: np.ndarray) -> np.ndarray:
     return _normalise(xc @ xc.T)
 
 
-def area_mean(corr: np.ndarray, areas: Sequence) -> tuple[np.ndarray, np.ndarray]:
+def area_mean(corr: np.ndarray, areas: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean correlation between the units of each pair of areas.
 
     Off-diagonal entries average all cross pairs ``(i in A, j in B)``; diagonal entries average the
@@ -71,6 +71,8 @@ def area_mean(corr: np.ndarray, areas: Sequence) -> tuple[np.ndarray, np.ndarray
     -------
     labels : ndarray (n_areas,), sorted unique labels
     mean : ndarray (n_areas, n_areas), symmetric
+    pairs : ndarray (n_areas, n_areas), int64: how many unit pairs each mean averages (within
+        an area each pair counted once)
     """
     corr = np.asarray(corr, dtype=np.float64)
     labels, inverse = np.unique(np.asarray(areas), return_inverse=True)
@@ -82,4 +84,6 @@ def area_mean(corr: np.ndarray, areas: Sequence) -> tuple[np.ndarray, np.ndarray
     pairs = onehot.T @ valid.astype(np.float64) @ onehot
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(pairs > 0, total / pairs, np.nan)
-    return labels, mean
+    n = np.rint(pairs).astype(np.int64)
+    n[np.diag_indices_from(n)] //= 2  # (i, j) and (j, i) are one pair
+    return labels, mean, n

@@ -1,4 +1,5 @@
-"""Welch PSD of labelled time intervals, one data block at a time, one FFT per segment.
+"""Welch and multitaper PSDs of labelled time intervals, one data block at a time, one FFT per
+segment and taper.
 
 Why: a probe's LFP arrives as blocks (one per storage-chunk row, ~37.6 s × ~95 channels) and a
 scientist wants the spectrum of the whole recording *and* of every stimulus from one pass over the
@@ -28,6 +29,15 @@ transposing the whole ~18 MB block first). Periodograms are accumulated in ``flo
 a float64 FFT the sums differ by ~1e-7 (median) and ~5e-6 (worst) on synthetic LFP, and by up to
 ~3e-4 in bins 70 dB below a steep 1/f² spectrum's peak (``benchmarks/fft_kernel.py``).
 :func:`finalize` applies welch's density scaling.
+
+**Short epochs** (``placement="epoch"``, ``window=("dpss", NW)``). A 250 ms flash holds no 1 s
+grid segment, and a 250 ms grid rarely lines up with it. Epoch placement starts segments at each
+range's own first sample instead (back to back within longer ranges), and the multitaper estimate
+averages the periodograms of the ``2·NW − 1`` Slepian tapers. The block/combine machinery is the
+same: a segment is still a start sample that every block and combine agree on.
+
+**Spread.** Besides the sum of the segments' periodograms, each partial carries the sum of their
+squares, so :func:`finalize` also returns the standard error of the mean across segments.
 """
 
 from __future__ import annotations
@@ -89,32 +99,106 @@ class Segmenting:
     Attributes
     ----------
     nperseg, step : int
-        Segment length and hop, samples (``noverlap = nperseg - step``).
+        Segment length and hop, samples (``noverlap = nperseg - step``; the hop of the ``"grid"``
+        placement only).
     ranges : tuple of ndarray (k, 2) int64
-        Per label, its ``[first, stop)`` sample ranges on the grid (merged on construction).
+        Per label, its ``[first, stop)`` sample ranges (merged on construction).
     window : str or tuple
-        As ``scipy.signal.get_window`` (default ``"hann"``, periodic, as ``welch``).
+        As ``scipy.signal.get_window`` (default ``"hann"``, periodic, as ``welch``), or
+        ``("dpss", NW)``: the ``2·NW − 1`` Slepian tapers of time-half-bandwidth ``NW``
+        (``scipy.signal.windows.dpss``), whose periodograms are averaged (multitaper).
+    placement : ``"grid"`` or ``"epoch"``
+        ``"grid"``: segment ``k`` starts at ``k * step`` of the analysed array (welch's
+        segments); a label counts the grid segments lying inside one of its ranges. ``"epoch"``:
+        each range is tiled by back-to-back segments from its own first sample (a 250 ms flash
+        holds one 250 ms segment wherever it falls); ``step`` is unused.
     """
 
     nperseg: int
     step: int
     ranges: tuple[np.ndarray, ...]
     window: str | tuple = "hann"
-    _taper: np.ndarray = field(init=False, repr=False)
+    placement: str = "grid"
+    _tapers: np.ndarray = field(init=False, repr=False)
+    _onsets: np.ndarray | None = field(init=False, repr=False)
+    _member: np.ndarray | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.nperseg < 1 or self.step < 1:
             raise ValueError(f"need nperseg >= 1 and step >= 1, got {self.nperseg}, {self.step}")
+        if self.placement not in ("grid", "epoch"):
+            raise ValueError(f"placement must be 'grid' or 'epoch', not {self.placement!r}")
         object.__setattr__(self, "ranges", tuple(merge_ranges(r) for r in self.ranges))
-        object.__setattr__(self, "_taper", signal.get_window(self.window, self.nperseg))
+        object.__setattr__(self, "_tapers", tapers(self.window, self.nperseg))
+        onsets = member = None
+        if self.placement == "epoch":
+            per_label = [epoch_onsets(r, self.nperseg) for r in self.ranges]
+            onsets = np.unique(np.concatenate(per_label + [np.zeros(0, np.int64)]))
+            member = np.zeros((onsets.size, len(per_label)), dtype=bool)
+            for j, o in enumerate(per_label):
+                member[np.searchsorted(onsets, o), j] = True
+        object.__setattr__(self, "_onsets", onsets)
+        object.__setattr__(self, "_member", member)
 
     @property
     def n_freq(self) -> int:
         return self.nperseg // 2 + 1
 
+    @property
+    def n_tapers(self) -> int:
+        return self._tapers.shape[0]
+
     def taper(self, dtype) -> np.ndarray:
-        """The window in the FFT's dtype."""
-        return self._taper.astype(dtype)
+        """The tapers ``(n_tapers, nperseg)`` in the FFT's dtype, each scaled to unit energy
+        (so ``|rfft(x · w)|²`` is already divided by ``sum(w²)``, welch's density scaling)."""
+        return self._tapers.astype(dtype)
+
+
+def tapers(window: str | tuple, nperseg: int) -> np.ndarray:
+    """``(n_tapers, nperseg)`` float64 tapers of unit energy: one window, or the DPSS set."""
+    if isinstance(window, tuple) and window and window[0] == "dpss":
+        nw = float(window[1])
+        k = max(1, int(np.floor(2 * nw)) - 1)
+        w = np.atleast_2d(signal.windows.dpss(nperseg, nw, Kmax=k, sym=False))
+    else:
+        w = np.atleast_2d(signal.get_window(window, nperseg))
+    energy = np.sqrt((w * w).sum(axis=1, keepdims=True))
+    energy[energy == 0] = 1.0
+    return w / energy
+
+
+def epoch_onsets(ranges: np.ndarray, nperseg: int) -> np.ndarray:
+    """Starts of back-to-back ``nperseg`` segments tiling each ``[first, stop)`` range from its
+    first sample (what ``placement="epoch"`` uses)."""
+    r = np.asarray(ranges, dtype=np.int64).reshape(-1, 2)
+    n = np.maximum((r[:, 1] - r[:, 0]) // nperseg, 0)
+    if n.sum() == 0:
+        return np.zeros(0, np.int64)
+    first = np.repeat(r[:, 0], n)
+    k = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+    return first + k * nperseg
+
+
+def subtract_ranges(ranges: np.ndarray, cut: np.ndarray) -> np.ndarray:
+    """``ranges`` minus the union of ``cut`` (both ``[first, stop)``): what is left of a
+    stimulus once invalid times are taken out."""
+    r = merge_ranges(ranges)
+    c = merge_ranges(cut)
+    if c.shape[0] == 0 or r.shape[0] == 0:
+        return r
+    out = []
+    for a, b in r.tolist():
+        for ca, cb in c.tolist():
+            if cb <= a or ca >= b:
+                continue
+            if ca > a:
+                out.append([a, ca])
+            a = max(a, cb)
+            if a >= b:
+                break
+        if a < b:
+            out.append([a, b])
+    return np.asarray(out, dtype=np.int64).reshape(-1, 2)
 
 
 @dataclass(frozen=True, eq=False)
@@ -125,7 +209,8 @@ class Partial:
     ``(time, channel)``: what :func:`combine` needs for the segments straddling a neighbour.
     """
 
-    sums: np.ndarray  # (n_label, n_freq, n_channel) float64: sum of |rfft(detrend(x) * w)|²
+    sums: np.ndarray  # (n_label, n_freq, n_channel) float64: sum of segment periodograms
+    sumsq: np.ndarray  # the same shape: sum of their squares (the spread across segments)
     counts: np.ndarray  # (n_label,) int64
     start: int
     stop: int
@@ -138,6 +223,10 @@ def grid_segments(start: int, stop: int, seg: Segmenting) -> tuple[np.ndarray, n
 
     Returns their start samples ``(n,)`` and label membership ``(n, n_label)`` bool.
     """
+    if seg._onsets is not None:
+        i0 = np.searchsorted(seg._onsets, int(start), side="left")
+        i1 = np.searchsorted(seg._onsets, int(stop) - seg.nperseg, side="right")
+        return seg._onsets[i0:i1], seg._member[i0:i1]
     first = -(-int(start) // seg.step)  # ceil
     last = (int(stop) - seg.nperseg) // seg.step
     starts = np.arange(first, last + 1, dtype=np.int64) * seg.step
@@ -158,44 +247,57 @@ def _fft_dtype(dtype) -> np.dtype:
 
 
 def _periodogram_sums(x: np.ndarray, local: np.ndarray, member: np.ndarray,
-                      seg: Segmenting) -> np.ndarray:
+                      seg: Segmenting) -> tuple[np.ndarray, np.ndarray]:
     """``(n_label, n_freq, n_channel)`` float64 sums over the segments of ``x`` (time, channel)
-    starting at samples ``local``.
+    starting at samples ``local`` of each segment's periodogram and of its square.
 
-    Segments are grouped by the set of labels they belong to; each group is summed once and
-    added to each of its labels. A batch of segments is copied transposed, ``(channel, segment,
-    time)``, into one contiguous buffer, detrended and tapered there in place, and transformed
-    along its last axis; the batch's power is summed in the FFT's dtype (a handful of terms)
-    and accumulated in float64.
+    A segment's periodogram is the mean over tapers of ``|rfft(detrend(x) · w)|²`` (unit-energy
+    tapers). Segments are grouped by the set of labels they belong to; each group is summed once
+    and added to each of its labels. A batch of segments is copied transposed, ``(channel,
+    segment, time)``, into one contiguous buffer, detrended there in place, tapered and
+    transformed along its last axis; the batch's power is accumulated in float64.
     """
     n_ch = x.shape[1]
     n_label, n_freq, L = member.shape[1], seg.n_freq, seg.nperseg
     out = np.zeros((n_label, n_freq, n_ch))
+    out2 = np.zeros((n_label, n_freq, n_ch))
     if local.size == 0 or n_ch == 0:
-        return out
+        return out, out2
     dtype = _fft_dtype(x.dtype)
     taper = seg.taper(dtype)
-    per_seg = n_ch * (L + 2 * n_freq) * dtype.itemsize  # its copy + its complex spectrum
+    n_tap = taper.shape[0]
+    per_seg = n_ch * (L * (1 + (n_tap > 1)) + 3 * n_freq) * dtype.itemsize
     batch = int(min(max(1, BATCH_BYTES // per_seg), local.size))
     buf = np.empty((n_ch, batch, L), dtype)
+    tapered = np.empty_like(buf) if n_tap > 1 else buf
     patterns, inverse = np.unique(member, axis=0, return_inverse=True)
     inverse = inverse.ravel()
     for p, labels in enumerate(patterns):
         idx = local[inverse == p]
-        acc = np.zeros((n_ch, 2 * n_freq))  # re² and im², interleaved, float64
+        acc = np.zeros((n_ch, n_freq))
+        acc2 = np.zeros((n_ch, n_freq))
         for i in range(0, idx.size, batch):
             starts = idx[i:i + batch]
             b = buf[:, :starts.size]
             for j, a in enumerate(starts.tolist()):
                 b[:, j] = x[a:a + L].T
             b -= b.mean(axis=-1, keepdims=True)
-            b *= taper
-            spec = scipy.fft.rfft(b, axis=-1, workers=FFT_WORKERS)
-            v = spec.view(dtype)  # (ch, k, 2 * n_freq)
-            np.square(v, out=v)
-            acc += v.sum(axis=1)
-        out[labels] += (acc[:, 0::2] + acc[:, 1::2]).T  # (n_freq, ch)
-    return out
+            power = None
+            for k in range(n_tap):
+                t = tapered[:, :starts.size]
+                np.multiply(b, taper[k], out=t)
+                spec = scipy.fft.rfft(t, axis=-1, workers=FFT_WORKERS)
+                v = spec.view(dtype)  # (ch, k, 2 * n_freq)
+                np.square(v, out=v)
+                pk = v[..., 0::2] + v[..., 1::2]
+                power = pk if power is None else power + pk
+            if n_tap > 1:
+                power /= n_tap
+            acc += power.sum(axis=1, dtype=np.float64)
+            acc2 += np.square(power, dtype=np.float64).sum(axis=1)
+        out[labels] += acc.T  # (n_freq, ch)
+        out2[labels] += acc2.T
+    return out, out2
 
 
 def _edges(x: np.ndarray, nperseg: int) -> tuple[np.ndarray, np.ndarray]:
@@ -221,9 +323,10 @@ def block_partial(block: np.ndarray, start: int, seg: Segmenting) -> Partial:
     x = _as_2d(block)
     stop = int(start) + x.shape[0]
     starts, member = grid_segments(start, stop, seg)
-    sums = _periodogram_sums(x, starts - int(start), member, seg)
+    sums, sumsq = _periodogram_sums(x, starts - int(start), member, seg)
     head, tail = _edges(x, seg.nperseg)
-    return Partial(sums, member.sum(axis=0).astype(np.int64), int(start), stop, head, tail)
+    return Partial(sums, sumsq, member.sum(axis=0).astype(np.int64), int(start), stop, head,
+                   tail)
 
 
 def combine(left: Partial, right: Partial, seg: Segmenting) -> Partial:
@@ -240,9 +343,12 @@ def combine(left: Partial, right: Partial, seg: Segmenting) -> Partial:
     straddle = starts > left.stop - seg.nperseg  # not inside left; starts < left.stop always
     starts, member = starts[straddle], member[straddle]
     sums = left.sums + right.sums
+    sumsq = left.sumsq + right.sumsq
     counts = left.counts + right.counts
     if starts.size:
-        sums += _periodogram_sums(joined, starts - j0, member, seg)
+        more, more2 = _periodogram_sums(joined, starts - j0, member, seg)
+        sums += more
+        sumsq += more2
         counts = counts + member.sum(axis=0)
     m = seg.nperseg - 1  # a short block's edges are the whole block: take from both sides
     head = left.head if left.head.shape[0] == m else np.concatenate([left.head, right.head])[:m]
@@ -251,7 +357,7 @@ def combine(left: Partial, right: Partial, seg: Segmenting) -> Partial:
     else:
         both = np.concatenate([left.tail, right.tail])
         tail = both[max(0, both.shape[0] - m):]
-    return Partial(sums, counts, left.start, right.stop, head, tail)
+    return Partial(sums, sumsq, counts, left.start, right.stop, head, tail)
 
 
 def combine_all(partials: Sequence[Partial], seg: Segmenting) -> Partial:
@@ -266,19 +372,29 @@ def combine_all(partials: Sequence[Partial], seg: Segmenting) -> Partial:
 
 
 def finalize(psd_sum: np.ndarray, count: int | np.ndarray, fs: float, nperseg: int,
-             window: str | tuple = "hann") -> tuple[np.ndarray, np.ndarray]:
-    """``(frequencies, psd)`` in V²/Hz from accumulated sums, scaled as ``scipy.signal.welch``
-    (``scaling="density"``, one-sided): mean periodogram ÷ ``(fs * sum(w²))``, doubled except at
-    DC and, for even ``nperseg``, Nyquist. A label without segments is NaN."""
-    w = signal.get_window(window, nperseg)
-    scale = 1.0 / (fs * (w * w).sum())
-    psd = np.asarray(psd_sum, dtype=np.float64) * scale
-    count = np.asarray(count, dtype=np.float64)
+             sumsq: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(frequencies, psd, sem)`` in V²/Hz from accumulated sums, scaled as
+    ``scipy.signal.welch`` (``scaling="density"``, one-sided): mean periodogram ÷ ``fs`` (the
+    tapers have unit energy), doubled except at DC and, for even ``nperseg``, Nyquist.
+
+    ``sem`` is the standard error of that mean across segments (their sample standard
+    deviation ÷ √n; NaN below two segments, or without ``sumsq``). Overlapping welch segments
+    are not independent, so it is then a lower bound. A label without segments is NaN (the
+    analyses refuse it before computing).
+    """
+    scale = np.ones(nperseg // 2 + 1) / fs
+    scale[1:None if nperseg % 2 else -1] *= 2.0
+    n = np.asarray(count, dtype=np.float64)
+    n = n.reshape(n.shape + (1,) * (np.ndim(psd_sum) - n.ndim))
     with np.errstate(invalid="ignore", divide="ignore"):
-        psd = psd / count.reshape(count.shape + (1,) * (psd.ndim - count.ndim))
-    end = -1 if nperseg % 2 == 0 else None
-    psd[..., 1:end, :] *= 2.0
-    return np.fft.rfftfreq(nperseg, 1.0 / fs), psd
+        mean = np.asarray(psd_sum, dtype=np.float64) / n
+        if sumsq is None:
+            sem = np.full_like(mean, np.nan)
+        else:
+            var = np.maximum(np.asarray(sumsq) / n - mean * mean, 0.0) * n / (n - 1)
+            sem = np.where(n > 1, np.sqrt(var / n), np.nan)
+    s = scale[:, None]  # frequency is the second-last axis: (..., n_freq, n_channel)
+    return np.fft.rfftfreq(nperseg, 1.0 / fs), mean * s, sem * s
 
 
 def welch(x: np.ndarray, fs: float, seg: Segmenting, chunks: Sequence[int] | None = None
@@ -292,12 +408,30 @@ def welch(x: np.ndarray, fs: float, seg: Segmenting, chunks: Sequence[int] | Non
     bounds = np.concatenate([[0], np.cumsum(chunks)])
     total = combine_all([block_partial(x[a:b], int(a), seg)
                          for a, b in zip(bounds[:-1], bounds[1:], strict=True)], seg)
-    freqs, psd = finalize(total.sums, total.counts, fs, seg.nperseg, seg.window)
+    freqs, psd, _ = finalize(total.sums, total.counts, fs, seg.nperseg)
     return freqs, psd, total.counts
 
 
 def labelled_segmenting(times: np.ndarray, intervals: Mapping[str, np.ndarray], nperseg: int,
-                        step: int, window: str | tuple = "hann") -> Segmenting:
-    """:class:`Segmenting` of labelled time intervals over an array sampled at ``times``."""
-    return Segmenting(int(nperseg), int(step),
-                      tuple(sample_ranges(times, iv) for iv in intervals.values()), window)
+                        step: int, window: str | tuple = "hann", placement: str = "grid",
+                        exclude: Mapping[str, np.ndarray] | None = None) -> Segmenting:
+    """:class:`Segmenting` of labelled time intervals over an array sampled at ``times``;
+    ``exclude`` (per label, time intervals) is taken out of that label first (invalid times)."""
+    exclude = exclude or {}
+    ranges = []
+    for name, iv in intervals.items():
+        r = sample_ranges(times, iv)
+        if name in exclude and len(exclude[name]):
+            # excluded intervals are closed, [start, stop] (AllenSDK masks both ends)
+            cut = np.asarray(exclude[name], dtype=np.float64).reshape(-1, 2)
+            r = subtract_ranges(r, np.column_stack([
+                np.searchsorted(times, cut[:, 0], side="left"),
+                np.searchsorted(times, cut[:, 1], side="right")]))
+        ranges.append(r)
+    return Segmenting(int(nperseg), int(step), tuple(ranges), window, placement)
+
+
+def segment_counts(n_samples: int, seg: Segmenting) -> np.ndarray:
+    """Segments each label will hold over an array of ``n_samples`` (known before any read, so
+    an analysis can refuse a label that would rest on nothing)."""
+    return grid_segments(0, int(n_samples), seg)[1].sum(axis=0).astype(np.int64)

@@ -150,34 +150,6 @@ def spike_histogram(spike_times: SpikeTrains, starts: np.ndarray, bin_edges: np.
                                   unit_ids=unit_ids)
 
 
-def psth(counts: np.ndarray, bin_edges: np.ndarray) -> np.ndarray:
-    """Peri-stimulus time histogram: mean firing rate (Hz) per bin across presentations.
-
-    Dividing the mean count by each bin's width (bins may be unequal) gives spikes per second, the
-    unit scientists compare across bin sizes. With no presentations the result is NaN.
-
-    Parameters
-    ----------
-    counts : ndarray (n_presentations, n_bins, ...)
-        From :func:`spike_histogram` (any integer or float dtype; summed in float64, never in
-        that dtype, so uint16 counts of many presentations cannot wrap).
-    bin_edges : ndarray (n_bins + 1,)
-        Relative edges, seconds.
-
-    Returns
-    -------
-    ndarray (n_bins, ...), float64
-    """
-    counts = np.asarray(counts)
-    widths = np.diff(np.asarray(bin_edges, dtype=np.float64))
-    if counts.ndim < 2 or counts.shape[1] != widths.size:
-        raise ValueError(f"counts of shape {counts.shape} do not have the {widths.size} bins of "
-                         "bin_edges on axis 1")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = counts.sum(axis=0, dtype=np.float64) / counts.shape[0]
-    return mean / widths.reshape((-1,) + (1,) * (mean.ndim - 1))
-
-
 # ---- presentation assignment (presentationwise_spike_times) --------------------------------------
 def _interleaved(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
     times = np.zeros(2 * len(starts))

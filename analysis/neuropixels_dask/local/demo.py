@@ -36,13 +36,17 @@ def _session_analyses(session):
         tuning_curves,
     )
 
-    stimuli = [s for s in ("spontaneous", "drifting_gratings", "flashes", "natural_scenes",
+    # 1 s welch segments; flashes (250 ms apart) need method="multitaper" (docs/analyses.md)
+    stimuli = [s for s in ("spontaneous", "drifting_gratings", "natural_scenes",
                            "static_gratings") if s in session.stimulus_names]
     spectra = session_structure_spectra(session, stimuli)
     rates = psth_by_structure(psth(session, "flashes"))
-    corr = spike_count_correlations(session, ["spontaneous", "drifting_gratings"])
+    # the demo's short sessions show each orientation only a few times
+    corr = spike_count_correlations(session, ["spontaneous", "drifting_gratings"],
+                                    condition_by="orientation", min_trials=2)
     curves = tuning_curves(session, "drifting_gratings", "orientation")
-    return xr.Dataset({"spectra": spectra, "psth": rates, "correlations": corr}), curves
+    parts = {"spectra": spectra, "psth": rates, "correlations": corr}
+    return xr.Dataset({k: v.reset_coords(drop=True) for k, v in parts.items()}), curves
 
 
 def _spectra_only(session):
@@ -72,7 +76,7 @@ def run_demo(out: Path, cache_url: str | None, storage_options: dict | None, pre
     from distributed import Client, LocalCluster
 
     from .. import open_cache
-    from ..analyses import map_sessions, peak_frequency, preferred, relative_to, selectivity_index
+    from ..analyses import map_sessions, peak_frequency, preferred, relative_to, tuning_contrast
     from ..plots import (
         plot_area_correlations,
         plot_psth,
@@ -150,7 +154,7 @@ def run_demo(out: Path, cache_url: str | None, storage_options: dict | None, pre
             between = {str(st): float(np.nanmean(
                 c.sel(stimulus=st, area_a=vis, area_b=vis).values[~np.eye(len(vis), dtype=bool)]))
                 for st in c.stimulus.values} if len(vis) > 1 else {}
-        sel = np.concatenate([selectivity_index(cv).values for cv in curves.values()])
+        sel = np.concatenate([tuning_contrast(cv).values for cv in curves.values()])
         pref_match = None
         if truth is not None:
             hits = []
@@ -178,7 +182,7 @@ def run_demo(out: Path, cache_url: str | None, storage_options: dict | None, pre
             *[f"| {s} | {'no response' if v is None else f'{v:.0f}'} |"
               for s, v in latency.items()],
             "", "![psth](psth_flashes.png)", "", "## Orientation tuning", "",
-            f"Median orientation selectivity index: {np.nanmedian(sel):.2f} "
+            f"Median tuning contrast (max − min)/(max + min): {np.nanmedian(sel):.2f} "
             f"({len(sel)} units)."
             + (f" Preferred orientation equals the generator's ground truth for "
                f"{100 * pref_match:.0f}% of visual units." if pref_match is not None else ""),

@@ -195,8 +195,12 @@ def open_root(url: str, storage_options: dict | None, session_id: int | None = N
         raise InvalidFileError(
             f"{url} is incomplete: its conversion was interrupted or is still running, so it is "
             f"not marked complete. Rerun `{rerun}`; finished blocks are kept and skipped.")
-    if manifest is None and version >= 3:
-        raise zs.missing_error(url, zs.STORE_MANIFEST)
+    if manifest is None and version >= 3:  # the commit record: without it, not committed
+        raise InvalidFileError(
+            f"{url} is incomplete: it has no {zs.STORE_MANIFEST}, the record convert writes "
+            "last when it commits a session (a conversion interrupted right before it, still "
+            f"running, or a copy that lost it). Rerun `{rerun}`: it checks the store and "
+            "writes the record again.")
     if manifest is None:
         zs.unverified_warning(url, version)
     store = zs.open_store(url, opts, strict=True)

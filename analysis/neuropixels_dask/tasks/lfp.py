@@ -24,7 +24,7 @@ from ..errors import InvalidFileError, InvalidSelectionError
 from ..readers import LFPSource, read_lfp_block, read_timestamps
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=2)  # whole series (~100 MB for a real probe): a couple at most
 def stored_timestamps(src: LFPSource) -> np.ndarray:
     """Every timestamp of ``src`` (for a series that is not evenly spaced); they must
     increase, or the file is refused by name."""
@@ -70,6 +70,17 @@ def sample_range(src: LFPSource, time_range: tuple[float, float] | None) -> tupl
     return i0, max(i0, i1)
 
 
+def _stride(channel_ids) -> str:
+    """", every Nth channel" when the LFP channels' ids are evenly spaced (the real files keep
+    every 4th channel, the tiny synthetic cache every 16th), else nothing."""
+    ids = np.asarray(channel_ids, dtype=np.int64)
+    steps = np.unique(np.diff(ids))
+    if steps.size == 1 and steps[0] > 1:
+        n = int(steps[0])
+        return f", every {n}{'nd' if n == 2 else 'rd' if n == 3 else 'th'} channel"
+    return ""
+
+
 def column_indices(src: LFPSource, channel_ids) -> np.ndarray:
     if channel_ids is None:
         return np.arange(src.shape[1])
@@ -86,8 +97,9 @@ def column_indices(src: LFPSource, channel_ids) -> np.ndarray:
     missing = [int(c) for c in ids if int(c) not in lookup]
     if missing:
         raise InvalidSelectionError(
-            f"Channel id(s) {missing[:5]} have no LFP on this probe. LFP is kept on every 4th "
-            f"channel; valid ids: {list(src.channel_ids[:3])} … {list(src.channel_ids[-2:])} "
+            f"Channel id(s) {missing[:5]} have no LFP on this probe, which keeps LFP on "
+            f"{len(src.channel_ids)} channels{_stride(src.channel_ids)}; valid ids: "
+            f"{list(src.channel_ids[:3])} … {list(src.channel_ids[-2:])} "
             "(see lfp.channel or session.channels).")
     return np.array([lookup[int(c)] for c in ids], dtype=np.int64)
 
