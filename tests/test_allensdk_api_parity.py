@@ -23,7 +23,6 @@ import xarray as xr
 import neuropixels_dask as npd
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = ROOT / ".tools" / "allensdk"
 
 #: AllenSDK's run takes 1-2 min alone on 2 cores (its pynwb reads the session file again for
 #: many of the calls), more beside other tests
@@ -44,14 +43,6 @@ DELIBERATE = {
                      "get_parameter_values_for_stimulus", "get_stimulus_parameter_values"],
                     {"any_order": True}),
 }
-
-
-@pytest.fixture(scope="module")
-def allensdk_python() -> str:
-    if not (ENV / "bin" / "python").exists():
-        subprocess.run(["bash", str(ROOT / "scripts" / "install-allensdk.sh"), str(ENV)],
-                       check=True)
-    return str(ENV / "bin" / "python")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import neuropixels_dask as npd
 from neuropixels_dask.session import EcephysSession
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = ROOT / ".tools" / "allensdk"
 
 #: run in AllenSDK's environment: dir() of the classes, and the attributes an EcephysSession
 #: sets on itself in __init__ (its LazyProperty data: probes, channels, running_speed, …)
@@ -81,12 +80,8 @@ COMPARED_ELSEWHERE = {"presentationwise_spike_counts": EQUIVALENCE}
 
 
 @pytest.fixture(scope="module")
-def allensdk_names() -> dict[str, list[str]]:
-    python = ENV / "bin" / "python"
-    if not python.exists():
-        subprocess.run(["bash", str(ROOT / "scripts" / "install-allensdk.sh"), str(ENV)],
-                       check=True)
-    out = subprocess.run([str(python), "-c", NAMES_SCRIPT], check=True, capture_output=True,
+def allensdk_names(allensdk_python) -> dict[str, list[str]]:
+    out = subprocess.run([allensdk_python, "-c", NAMES_SCRIPT], check=True, capture_output=True,
                          text=True, timeout=300)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

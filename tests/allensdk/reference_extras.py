@@ -9,6 +9,7 @@ Usage: python reference_extras.py CACHE_FOLDER OUT_FOLDER
 import json
 import os
 import sys
+import time
 import warnings
 
 warnings.simplefilter("ignore")
@@ -29,6 +30,13 @@ cache = EcephysProjectCache(fetch_api=EcephysProjectFixedApi(), manifest=os.path
     root, "manifest.json"), stream_writer=lambda *a, **k: None)
 
 
+T0 = time.time()
+
+
+def lap(what):
+    print(f"{time.time() - T0:7.1f} s  {what}", file=sys.stderr, flush=True)
+
+
 def pickle(obj, name):
     obj.to_pickle(os.path.join(out, name), protocol=4)
 
@@ -40,7 +48,10 @@ def save_array(da, name):
              name=np.array(str(da.name)), **coords)
 
 
+lap("import + cache")
 sessions = cache.get_session_table()
+# the session data of the first session (AllenSDK's readers are slow: one is enough); the
+# metrics of every session
 meta = {"sessions": [int(s) for s in sessions.index], "lfp_probes": {}}
 for kind in sessions["session_type"].unique():
     pickle(cache.get_unit_analysis_metrics_by_session_type(kind), f"metrics_{kind}.pkl")
@@ -51,10 +62,13 @@ for n in (0, 5, 117):
 for n in (1, 3):
     np.save(os.path.join(out, f"movie_{n}.npy"), cache.get_natural_movie_template(n))
 
+lap("templates, metrics by type")
 for sid in meta["sessions"]:
     pickle(cache.get_unit_analysis_metrics_for_session(sid), f"metrics_{sid}.pkl")
     pickle(cache.get_unit_analysis_metrics_for_session(sid, annotate=False),
            f"metrics_{sid}_raw.pkl")
+lap("metrics by session")
+for sid in meta["sessions"][:1]:
     s = cache.get_session_data(sid)
     pickle(s.optogenetic_stimulation_epochs, f"opto_{sid}.pkl")
     pickle(s.get_pupil_data(), f"pupil_{sid}.pkl")
@@ -62,17 +76,21 @@ for sid in meta["sessions"]:
     pickle(s.get_screen_gaze_data(include_filtered_data=True), f"gaze_filtered_{sid}.pkl")
     pickle(s.rig_geometry_data, f"rig_{sid}.pkl")
     meta[f"rig_equipment_{sid}"] = s.rig_equipment_name
+    lap("opto, eye tracking, rig")
     waves = s.mean_waveforms
     meta[f"waveform_units_{sid}"] = [int(u) for u in waves]
     for u, w in waves.items():
         save_array(w, f"waveform_{sid}_{u}.npz")
+    lap("mean waveforms")
     amps = s.spike_amplitudes
     meta[f"amplitude_units_{sid}"] = [int(u) for u in amps]
     np.savez(os.path.join(out, f"amplitudes_{sid}.npz"), **{str(u): a for u, a in amps.items()})
+    lap("spike amplitudes")
     probes = [int(p) for p, row in s.probes.iterrows() if row["has_lfp_data"]]
     meta["lfp_probes"][str(sid)] = probes
     for pid in probes:
         save_array(s.get_current_source_density(pid), f"csd_{pid}.npz")
+    lap("CSD")
 with open(os.path.join(out, "meta.json"), "w") as f:
     json.dump(meta, f)
 print("ok")

@@ -136,6 +136,10 @@ def write_session_nwb(path: str, session_id: int, meta: dict, probes: list[Probe
                             description=f"Quality/waveform metric {m}")
     nwb.add_unit_column(name="spike_amplitudes", description="Amplitude of each spike (V)",
                         index=True)
+    # ragged, 384 rows of 82 samples per unit, as AllenSDK's add_ragged_data_to_dynamic_table
+    # writes it (not the 3-D column pynwb would make)
+    nwb.add_unit_column(name="waveform_mean", description="mean waveforms on peak channels "
+                        "(over samples)", index=True)
     for k, row in enumerate(units.itertuples()):
         kw = {NWB_UNIT_NAMES.get(m, m): float(getattr(row, m)) for m in UNIT_METRICS}
         nwb.add_unit(id=int(row.Index), spike_times=spike_times[k],

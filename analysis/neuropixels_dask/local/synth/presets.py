@@ -79,6 +79,6 @@ PRESETS: dict[str, Preset] = {
         n_static_gratings=3000,
         n_natural_scenes=3000,
         n_opto_trials=300,
-        template_scale=1.0,
+        template_scale=0.25,  # templates are not benchmarked
     ),
 }
