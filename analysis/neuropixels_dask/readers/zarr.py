@@ -2,9 +2,10 @@
 
 Why it is fast where the NWB files are slow (numbers and reasoning: ``docs/zarr-layout.md``):
 
-* **One request to open.** The store's root ``zarr.json`` carries the consolidated metadata of every
-  group and array, plus the attributes the reader needs (LFP time range, channel ids, stimulus
-  table names), so opening a session is a single GET and ``lfp_source`` costs nothing.
+* **One round trip to open.** The store's root ``zarr.json`` carries the consolidated metadata
+  of every group and array, plus the attributes the reader needs (LFP time range, channel ids,
+  stimulus table names); it and the manifest that checks it are fetched concurrently, so opening
+  a session is two GETs in one round trip and ``lfp_source`` costs nothing.
 * **LFP chunked for the access patterns that matter.** ``(time, channel)`` inner chunks of ~1 s ×
   all channels inside shards of ~64 s: a short all-channel window reads one shard index and one or
   two inner chunks; a whole-probe pass reads each shard in one GET. Dask tasks follow shards
@@ -23,7 +24,8 @@ Nothing damaged reads as data: every store is opened through ``zarrstore.StrictS
 missing, empty or short chunk or shard raises
 :class:`~neuropixels_dask.errors.DamagedStoreError` naming the object (zarr alone returns the
 fill value), and so does a chunk or shard index failing its CRC32C (format 2) or its
-decompression. The message says which ``convert`` command rewrites it.
+decompression, a unit's spike times failing theirs, and a metadata document that differs from
+the store's manifest (format 3). The message says which ``convert`` command rewrites it.
 
 The format itself (keys, layout, encodings, table schema) lives in :mod:`neuropixels_dask.zarrstore`,
 which the writer (``convert``) shares; this module only reads.
