@@ -9,7 +9,8 @@
 # executable_path=/usr/bin/chromium. Idempotent: a Chromium that runs is left alone (no
 # apt-get at all then); otherwise `apt-get update` once and `apt-get install -y chromium` (with
 # fonts-dejavu-core, so that pages have a font even on a minimal system).
-# Needs root (CI and the development machines run as root) or sudo without a password.
+# Needs root (CI and the development machines run as root) or sudo without a password
+# (scripts/apt-install.sh).
 set -euo pipefail
 
 CHROMIUM=/usr/bin/chromium
@@ -22,26 +23,9 @@ if works; then
   exit 0
 fi
 
-SUDO=()
-if [ "$(id -u)" != 0 ]; then
-  if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-    SUDO=(sudo -n)
-  else
-    echo "install-chromium: $CHROMIUM is missing and installing it needs root:" \
-         "run \`sudo apt-get install -y chromium\` once" >&2
-    exit 1
-  fi
-fi
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "install-chromium: $CHROMIUM is missing and there is no apt-get here: install" \
-       "Chromium with the system's package manager (it must end up at $CHROMIUM)" >&2
-  exit 1
-fi
-
 echo "==> installing Debian's chromium package (first run only; for the browser test)" >&2
-export DEBIAN_FRONTEND=noninteractive
-"${SUDO[@]}" apt-get update -qq >&2
-"${SUDO[@]}" apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >&2
+bash "$(dirname "$0")/apt-install.sh" install-chromium --no-install-recommends \
+  chromium fonts-dejavu-core
 
 if ! works; then
   echo "install-chromium: $CHROMIUM does not run after apt-get install chromium" >&2

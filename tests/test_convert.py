@@ -241,7 +241,8 @@ def test_the_source_is_never_a_destination(scratch_cache, tmp_path, s3_cache, si
 
 
 def test_blocks_of_exact_zeros_and_nan_convert(scratch_cache, tmp_path, sid):
-    """A 64 s stretch of exact zeros (or NaN) is legitimate data: every block is written,
+    """A 64 s stretch of exact zeros (or NaN, or never written in the HDF5 file) is legitimate
+    data: every block is written,
     `--verify` passes, a rerun finds nothing missing, and the source is left as it was
     (issue 26, items 1 and 2)."""
     cache = npd.open_cache(scratch_cache)
@@ -254,9 +255,21 @@ def test_blocks_of_exact_zeros_and_nan_convert(scratch_cache, tmp_path, sid):
         import h5py
 
         with h5py.File(path, "r+") as f:
-            ds = f[f"acquisition/probe_{pid}_lfp/probe_{pid}_lfp_data/data"]
-            ds[shard:2 * shard] = 0  # +0.0: the int16 fill value, a whole shard of it
-            if k == 1:
+            name = f"acquisition/probe_{pid}_lfp/probe_{pid}_lfp_data/data"
+            ds = f[name]
+            if k == 0:  # a stretch never written (HDF5 reads its fill value, 0 here)
+                values, attrs = ds[()], dict(ds.attrs)
+                kw = {"chunks": (shard // 8, ds.shape[1]), "compression": ds.compression,
+                      "compression_opts": ds.compression_opts, "shuffle": ds.shuffle}
+                del f[name]
+                ds = f.create_dataset(name, shape=values.shape, dtype=values.dtype, **kw)
+                ds.attrs.update(attrs)
+                ds[:shard] = values[:shard] + np.float32(0.0)
+                ds[2 * shard:] = values[2 * shard:] + np.float32(0.0)
+                grid = np.prod([-(-n // c) for n, c in zip(ds.shape, ds.chunks, strict=True)])
+                assert ds.id.get_num_chunks() < grid  # some chunks were never written
+            else:
+                ds[shard:2 * shard] = 0  # +0.0: the int16 fill value, a whole shard of it
                 ds[2 * shard:3 * shard] = np.nan  # float32 from here
     before = _tree_bytes(scratch_cache)
     dst = str(tmp_path / "zarr")

@@ -17,6 +17,13 @@ What it guarantees, and how:
   Rerunning on a complete store first checks it without the source (``verify.check_store``: one
   LIST, shard indexes, checksums) and rewrites only the blocks found missing or damaged; with
   ``verify=True``, a block whose copy fails its checksums while being compared is rewritten too.
+* **Committed last.** After the consolidated metadata, the store's ``manifest.json`` records
+  the SHA-256 of every metadata document (store format 3, ``zarrstore``); the reader and
+  ``verify`` check the metadata against it. Spike-chunk tasks return a CRC32C of every unit's
+  part of their chunk, made from the source values, which every read of the copy checks.
+* **The source is read-only.** A destination that is the source, lies inside it or holds it is
+  refused before anything is written (:func:`refuse_overlap`). A probe whose LFP file the source
+  lacks (though it recorded LFP) is said in the result and recorded in the manifest.
 * **A cache, not just stores.** ``manifest.json`` (plus a ``session_zarr`` entry, which is how
   :class:`~neuropixels_dask.catalog.EcephysProjectCache` recognises a Zarr copy), the four CSV
   tables and ``synthetic_ground_truth.json`` are copied, so ``open_cache(DST)`` works.

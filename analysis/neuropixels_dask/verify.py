@@ -13,6 +13,9 @@ its own (``zarrstore``: a CRC32C on every chunk and shard index, every chunk wri
   its own CRC32C) and small objects (table columns, below :data:`SMALL_OBJECT_BYTES`) whole,
   checked against their CRC32C, in concurrent batches.
 
+* **metadata**: every ``zarr.json`` against the SHA-256 the store's ``manifest.json``
+  recorded when ``convert`` committed it (format 3; a format-2 store's report notes it has none).
+
 ``deep=True`` also reads every data object in full and checks every chunk's CRC32C: it finds
 a flipped bit anywhere, at the cost of reading the whole store (no decompression: the checksum
 covers the stored bytes).

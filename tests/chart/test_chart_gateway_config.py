@@ -17,6 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from plugins.chart import DEFAULT_IMAGE
 
 RELEASE = "hub"
 NAMESPACE = "neuro"
@@ -62,7 +63,7 @@ def test_typo_in_snippet_is_caught(kit, gateway_for):
 def test_cluster_options_limits_and_commands(kit, gateway_for):
     app, settings = gateway_for("defaults")
     spec = {f["field"]: f for f in app.backend.cluster_options.get_specification()}
-    image = "ghcr.io/neuropixels-hub/notebook:0.1.0"
+    image = DEFAULT_IMAGE
     assert spec == {
         "worker_cores": {"field": "worker_cores", "label": "Worker cores", "default": 1.0,
                          "spec": {"type": "float", "min": 0.5, "max": 4.0}},
@@ -74,7 +75,7 @@ def test_cluster_options_limits_and_commands(kit, gateway_for):
     }
     _, config = kit.cluster_config(app, {"worker_cores": 2, "worker_memory": 8.5})
     assert config.worker_cores == 2.0 and config.worker_memory == int(8.5 * GIB)
-    assert config.image == settings["image"]["ref"] == "ghcr.io/neuropixels-hub/notebook:0.1.0"
+    assert config.image == settings["image"]["ref"] == DEFAULT_IMAGE
     assert config.scheduler_cmd == ["dask", "scheduler"]
     assert config.worker_cmd == ["dask", "worker"]
     assert config.idle_timeout == 1800
@@ -104,7 +105,7 @@ def test_threads_per_core_is_a_checked_setting(kit, gateway_for, helm):
     ({"worker_memory": 0.25}, "worker_memory must be >= 1"),
     ({"worker_cores": "two"}, "worker_cores must be a float"),
     ({"image": "evil/image:latest"}, "image 'evil/image:latest' is not one of this hub's "
-                                     "images: ghcr.io/neuropixels-hub/notebook:0.1.0"),
+                                     f"images: {DEFAULT_IMAGE}"),
     ({"n_workers": 10}, "Unknown fields ['n_workers']"),
 ])
 def test_requests_over_the_ceilings_are_refused_clearly(kit, gateway_for, options, message):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from plugins.chart import DEFAULT_IMAGE
 
 # Same as the conftest's (the release and namespace the chart is rendered with).
 RELEASE = "hub"
@@ -84,7 +85,7 @@ def test_user_pod_defaults(kit, hub_for):
     (container,) = spec["containers"]
     env = container_env(pod)
 
-    assert container["image"] == "ghcr.io/neuropixels-hub/notebook:0.1.0" == settings["image"]["ref"]
+    assert container["image"] == DEFAULT_IMAGE == settings["image"]["ref"]
     assert env["DASK_GATEWAY__ADDRESS"]["value"] == "http://proxy-public/services/dask-gateway"
     assert env["DASK_GATEWAY__PROXY_ADDRESS"]["value"] == (
         f"gateway://traefik-{RELEASE}-dask-gateway.{NAMESPACE}:80")
@@ -205,7 +206,7 @@ def test_snippet_outside_kubernetes(hub_for):
     assert not any(k.startswith("AWS_") for k in env)  # secrets exist only on Kubernetes
     # KubeSpawner settings stay as the chart left them.
     assert "service_account" not in c.KubeSpawner and "secretKeyRef" not in json.dumps(c)
-    assert c.KubeSpawner.image == "ghcr.io/neuropixels-hub/notebook:0.1.0"  # singleuser.image
+    assert c.KubeSpawner.image == DEFAULT_IMAGE  # singleuser.image
 
 
 def test_snippet_refuses_missing_service_and_unknown_settings(kit, render, monkeypatch):

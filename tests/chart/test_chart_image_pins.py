@@ -1,9 +1,16 @@
-"""One set of versions: environment.yml (the image), pyproject.toml (the package) and the chart
-(image tag, dependency versions) agree, and the Dockerfile builds what the chart assumes."""
+"""One set of versions: the image (images/notebook/Dockerfile, installing uv.lock), the chart's
+image reference, environment.yml (for conda users) and pyproject.toml agree.
+
+No build here (tests/image builds and runs the image): these checks are about the files, so that
+a changed lock or Dockerfile fails at once until the chart is pinned to a build of it
+(`./dev image pin`).
+"""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tomllib
 
 import pytest
@@ -12,11 +19,14 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+from plugins.lock import IMAGE_EXTRAS, locked
 
 #: The JupyterHub major version each jupyterhub chart major version runs (chart 4.x: JupyterHub 5).
 JUPYTERHUB_FOR_CHART = {4: 5}
-#: PyPI names whose conda-forge package is called differently
-CONDA_NAMES = {"isal": "python-isal"}
+#: conda-forge names whose PyPI package is called differently
+PYPI_NAMES = {"python-isal": "isal", "jupyterhub-singleuser": "jupyterhub"}
+#: the tests' Python: the image's and environment.yml's minor version
+PYTHON = ".".join(map(str, sys.version_info[:3]))
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +38,13 @@ def pins(kit) -> dict:
         assert isinstance(dep, str), f"pip sections are not allowed in environment.yml: {dep}"
         name, spec = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*(.*)", dep).groups()
         if name == "python":
-            python = Version(spec.lstrip("="))
+            python = spec.lstrip("=")
             continue
-        specs[canonicalize_name(name)] = SpecifierSet(spec)
-    return {"env": env, "specs": specs, "python": python,
+        specs[canonicalize_name(PYPI_NAMES.get(name, name))] = SpecifierSet(spec)
+    build = kit.REPO / "images" / "notebook" / "build-requirements.txt"
+    build_pins = dict(re.findall(r"^([a-z0-9-]+)==(\S+)", build.read_text(), flags=re.M))
+    return {"env": env, "specs": specs, "python": python, "build": build_pins,
+            "build_text": build.read_text(),
             "pyproject": tomllib.loads((kit.REPO / "pyproject.toml").read_text()),
             "chart": yaml.safe_load((kit.CHART / "Chart.yaml").read_text()),
             "values": yaml.safe_load((kit.CHART / "values.yaml").read_text())}
@@ -41,55 +54,85 @@ def test_environment_is_conda_forge_only(pins):
     assert pins["env"]["channels"] == ["conda-forge"]
 
 
-def test_every_package_dependency_is_in_the_image_with_the_same_pin(pins):
-    mismatched = []
-    for line in pins["pyproject"]["project"]["dependencies"]:
-        req = Requirement(line)
-        name = canonicalize_name(CONDA_NAMES.get(req.name, req.name))
-        if name not in pins["specs"]:
-            mismatched.append(f"{req.name}: missing from environment.yml")
-        elif pins["specs"][name] != req.specifier:
-            mismatched.append(f"{req.name}: pyproject {req.specifier} != env {pins['specs'][name]}")
-    assert mismatched == []
+def test_environment_pins_the_locked_versions(pins):
+    """Each pin of environment.yml is what uv.lock installs on the tests' Python, and every
+    dependency of the package and of the image's extras is pinned."""
+    lock = locked(PYTHON)
+    wrong = []
+    for name, spec in pins["specs"].items():
+        if name == "pip":  # the installer of the package itself, not one of its dependencies
+            assert str(spec) == "", spec
+            continue
+        want = pins["build"][name] if name == "setuptools" else lock.get(name)
+        if str(spec) != f"=={want}":
+            wrong.append(f"{name}: environment.yml {spec or 'unpinned'}, uv.lock {want}")
+    assert wrong == []
+    project = pins["pyproject"]["project"]
+    direct = [*project["dependencies"],
+              *(r for extra in IMAGE_EXTRAS for r in project["optional-dependencies"][extra])]
+    missing = {canonicalize_name(Requirement(r).name) for r in direct} - set(pins["specs"])
+    assert missing == set()
 
 
 def test_python_version(pins):
-    requires = SpecifierSet(pins["pyproject"]["project"]["requires-python"])
-    assert pins["python"] in requires
+    """environment.yml's Python is the tests' minor version, which pyproject.toml admits."""
+    assert pins["python"] == f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert Version(PYTHON) in SpecifierSet(pins["pyproject"]["project"]["requires-python"])
 
 
-def test_image_tag_is_the_package_version(pins):
-    version = pins["pyproject"]["project"]["version"]
+def image_tag(kit) -> str:
+    """What scripts/image.sh tags the image of this checkout: version-<hash of its inputs>."""
+    done = subprocess.run(["bash", str(kit.REPO / "scripts" / "image.sh"), "tag"],
+                          capture_output=True, text=True, check=True, timeout=60)
+    return done.stdout.strip()
+
+
+def test_chart_runs_the_image_of_this_lock_and_dockerfile(pins, kit):
+    """The default reference is name:tag@sha256:… of a build of this Dockerfile and uv.lock: the
+    tag names their hash (scripts/image.sh), so editing either fails here until `./dev image
+    pin` builds and pins again. The pre-puller pulls the same reference."""
     values = pins["values"]
+    version = pins["pyproject"]["project"]["version"]
     assert pins["chart"]["appVersion"] == version
-    assert values["image"]["tag"] == version
+    tag = image_tag(kit)
+    assert tag.startswith(f"{version}-")
+    assert re.fullmatch(rf"{re.escape(tag)}@sha256:[0-9a-f]{{64}}", values["image"]["tag"]), (
+        f"values.yaml image.tag {values['image']['tag']!r} is not a build of this Dockerfile "
+        f"and uv.lock ({tag}@sha256:…): run `./dev image pin`")
     assert values["jupyterhub"]["singleuser"]["image"] == {
         "name": values["image"]["name"], "tag": values["image"]["tag"]}
 
 
 def test_hub_and_gateway_versions_match_the_charts(pins):
     deps = {d["name"]: Version(d["version"]) for d in pins["chart"]["dependencies"]}
+    lock = locked(PYTHON)
     hub_major = JUPYTERHUB_FOR_CHART[deps["jupyterhub"].major]
-    singleuser = pins["specs"]["jupyterhub-singleuser"]
-    assert Version(f"{hub_major}.0") in singleuser
-    assert Version(f"{hub_major + 1}.0") not in singleuser  # never ahead of the hub
-    # The image's dask-gateway client accepts the gateway server the chart installs.
-    assert deps["dask-gateway"] in pins["specs"]["dask-gateway"]
-    for needed in ("jupyterlab", "dask-labextension", "dask-gateway", "distributed", "tini"):
-        assert needed in pins["specs"], needed
+    # jupyterhub-singleuser of the image speaks to the hub the jupyterhub chart runs
+    assert Version(lock["jupyterhub"]).major == hub_major
+    # the image's dask-gateway client is the version of the gateway server the chart installs
+    assert Version(lock["dask-gateway"]) == deps["dask-gateway"]
+    for needed in ("jupyterlab", "dask-labextension", "dask-gateway", "distributed",
+                   "prometheus-client", "jupyter-server-proxy"):
+        assert needed in lock, needed
 
 
-def test_build_requirement_in_the_image(pins):
+def test_build_tools_are_pinned_with_hashes(pins, kit):
+    """uv and setuptools build the image and never ship in it: each pinned with its hashes, uv
+    at the version ./dev installs, setuptools within pyproject.toml's build-system."""
     (build,) = [Requirement(r) for r in pins["pyproject"]["build-system"]["requires"]]
-    assert pins["specs"][canonicalize_name(build.name)] == build.specifier
+    assert Version(pins["build"]["setuptools"]) in build.specifier
+    dev_uv = re.search(r"^UV_VERSION=(\S+)$", (kit.REPO / "dev").read_text(), flags=re.M)
+    assert pins["build"]["uv"] == dev_uv.group(1)
+    for block in re.split(r"\n(?=[a-z])", pins["build_text"].split("\n", 3)[3].strip()):
+        assert "--hash=sha256:" in block, block
 
 
 def test_dockerfile(kit):
     text = (kit.REPO / "images" / "notebook" / "Dockerfile").read_text()
     args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, flags=re.M))
-    (base,) = re.findall(r"^FROM (\S+)", text, flags=re.M)
-    base = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base)
-    assert re.fullmatch(r"mambaorg/micromamba:\d+\.\d+\.\d+", base), base  # pinned, not latest
+    # the standard Debian base, fully qualified: pulled anywhere, made by debootstrap here
+    assert args["BASE"] == "docker.io/library/debian:bookworm-slim"
+    assert re.findall(r"^FROM (\S+)", text, flags=re.M)[0] == "${BASE}"
     users = re.findall(r"^USER (\S+)$", text, flags=re.M)
     final_user = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], users[-1])
     assert final_user == "1000"  # numeric: runAsNonRoot can verify it
@@ -97,12 +140,16 @@ def test_dockerfile(kit):
     values = yaml.safe_load((kit.CHART / "values.yaml").read_text())
     assert values["securityContext"]["pod"]["runAsUser"] == int(final_user)
     assert values["securityContext"]["pod"]["runAsGroup"] == int(args["NB_GID"])
-    assert "environment.yml" in text and "--no-deps" in text
-    assert 'ENTRYPOINT ["/usr/local/bin/_entrypoint.sh", "tini"' in text
+    # the locked environment, with hashes, none resolved at build time
+    assert "uv export --frozen" in text and "--require-hashes" in text
+    assert f"--extra {IMAGE_EXTRAS[0]}" in text
+    assert 'ENTRYPOINT ["tini", "-g", "--"]' in text
     # The build context is the repository: only what the image installs may enter it.
     ignore = [line for line in (kit.REPO / "images" / "notebook" / "Dockerfile.dockerignore")
               .read_text().splitlines() if line and not line.startswith("#")]
     assert ignore[0] == "*"
-    for path in re.findall(r"^COPY (?:--\S+ )*(.+) \S+$", text, flags=re.M):
+    copies = re.findall(r"^COPY (?!--from)(?:--\S+ )*(.+) \S+$", text, flags=re.M)
+    assert copies
+    for path in copies:
         for item in path.split():
             assert any(rule.startswith(f"!{item}") for rule in ignore), item

@@ -19,9 +19,10 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
+from plugins.chart import DEFAULT_IMAGE
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
-IMAGE = "ghcr.io/neuropixels-hub/notebook:0.1.0"
+IMAGE = DEFAULT_IMAGE
 
 
 def env_of(pod: dict) -> dict[str, dict]:

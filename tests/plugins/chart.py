@@ -78,6 +78,10 @@ GIB = 2**30
 #: The image's numeric user (images/notebook/Dockerfile's last USER; tests/chart checks it): the
 #: kubelet verifies runAsNonRoot against it when a container sets no runAsUser.
 IMAGE_UID = 1000
+#: The chart's default image reference (values.yaml image.name:image.tag; `./dev image pin`
+#: writes the tag, tests/chart/test_chart_image_pins.py checks it against the Dockerfile + lock).
+DEFAULT_IMAGE = "{name}:{tag}".format(
+    **yaml.safe_load((CHART / "values.yaml").read_text())["image"])
 
 #: The least an operator must add to values.yaml: who may log in (the chart refuses to render
 #: without it). The trial mode's example, under every value set that sets no login of its own.

@@ -66,10 +66,11 @@ def check_url(url: str | None, what: str = "cache") -> str:
 
     text = "" if url is None else str(url)
     if not text.strip():
-        raise InvalidURLError(f"The {what} URL is empty. Give the folder or bucket prefix that "
-                              "holds manifest.json (e.g. s3://bucket/ecephys-cache or "
-                              "/data/ecephys-cache), or open_cache() with no argument for the "
-                              "configured default.")
+        default = ("; open_cache() with no argument opens the configured default"
+                   if what == "cache" else "")
+        raise InvalidURLError(f"The {what} URL is empty. Give the folder or bucket prefix "
+                              "(e.g. s3://bucket/ecephys-cache or /data/ecephys-cache)"
+                              f"{default}.")
     if "://" in text:
         protocol = text.split("://", 1)[0]
         if protocol not in fsspec.available_protocols():
