@@ -224,7 +224,7 @@ def _ground_truth_header(preset: Preset) -> dict:
     if not preset.release_catalog:  # caches generated before the knob existed stay reusable
         knobs.pop("release_catalog")
     return {
-        "generator": {"preset": knobs, "format_version": 8},
+        "generator": {"preset": knobs, "format_version": 9},
         "rhythms": {fam: {"frequency_hz": f, "amplitude_v": a}
                     for fam, (f, a) in M.RHYTHM.items()},
         "gamma_grating_power_gain": M.GAMMA_GRATING_GAIN ** 2,
