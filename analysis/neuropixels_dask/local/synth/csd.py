@@ -9,9 +9,11 @@ the second spatial derivative of the trial-mean LFP, without smoothing.
 
 Ground truth: after every flash the LFP of the visual-cortex channels gets
 ``φ(z, t) = -EVOKED_V · exp(-(z - z₄)² / 2σ²) · k(t - onset)`` with ``z₄`` = :data:`SINK_DEPTH_UM`
-below the cortical surface, ``σ`` = :data:`SIGMA_UM` and ``k`` a bump peaking at
-:data:`PEAK_LATENCY_S`. The file holds its exact CSD ``∂²φ/∂z²`` (V/cm², the unit AllenSDK
-writes), noise-free: what the trial average converges to. Its largest value is at depth ``z₄``
+below the cortical surface, ``σ`` = :data:`SIGMA_UM` and ``k`` a Gaussian bump peaking at
+:data:`PEAK_LATENCY_S` (width :data:`WIDTH_S`). The file holds its exact CSD ``∂²φ/∂z²`` (V/cm²,
+the unit AllenSDK writes), noise-free (what the trial average converges to), zero beyond 6 σ in
+depth and time and quantised to 2⁻³⁰ V/cm² (the peak is ~1 V/cm²), so that it compresses to
+~100 kB and leaves the LFP file's metadata where it was. Its largest value is at depth ``z₄``
 and time :data:`PEAK_LATENCY_S`.
 """
 
@@ -28,9 +30,9 @@ from .layout import ProbeLayout
 EVOKED_V = 100e-6
 SINK_DEPTH_UM = 400.0
 SIGMA_UM = 100.0
-ONSET_DELAY_S = 0.02
-TAU_S = 0.02
-PEAK_LATENCY_S = ONSET_DELAY_S + 2 * TAU_S
+PEAK_LATENCY_S = 0.06
+WIDTH_S = 0.01
+QUANTUM = 2.0 ** -30  # V/cm²
 #: the CSD window and grid, as in the release
 PRE_S, POST_S, RATE = 0.1, 0.25, 2500.0
 N_VIRTUAL = 384
@@ -39,9 +41,10 @@ HORIZONTAL_UM = 43.0
 
 
 def kernel(t: np.ndarray) -> np.ndarray:
-    """The evoked time course, peak 1 at ``PEAK_LATENCY_S`` after onset, 0 before the delay."""
-    x = np.clip((np.asarray(t, float) - ONSET_DELAY_S) / TAU_S, 0.0, None)
-    return x * x * np.exp(2.0 - x) / 4.0
+    """The evoked time course: peak 1 at ``PEAK_LATENCY_S`` after onset, 0 beyond 6 widths
+    (so 0 before the onset)."""
+    x = (np.asarray(t, float) - PEAK_LATENCY_S) / WIDTH_S
+    return np.where(np.abs(x) <= 6.0, np.exp(-0.5 * x * x), 0.0)
 
 
 def sink_depth(probe: ProbeLayout) -> float:
@@ -78,7 +81,7 @@ def planted(probe: ProbeLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     y = np.arange(N_VIRTUAL) * VIRTUAL_SPACING_UM
     x = np.full(N_VIRTUAL, HORIZONTAL_UM)
     csd = kernel(times)[:, None] * profile_second_derivative(probe, y)[None, :]
-    return csd.astype(np.float64), times, x, y
+    return np.round(csd / QUANTUM) * QUANTUM, times, x, y
 
 
 def add_to_nwb(nwb: NWBFile, probe: ProbeLayout) -> None:

@@ -180,7 +180,9 @@ def _session_task(args: tuple) -> dict:
             continue
         fs = p.lfp_sampling_rate / L.LFP_SUBSAMPLING
         t0 = 13.6 + float(rng.uniform(-0.05, 0.05))
-        n = int((end - t0) * fs)
+        # the LFP ends with the visual schedule, as before the optotagging epoch existed: its
+        # files keep their size and chunk count (tests budget requests on their B-trees)
+        n = int((duration - t0) * fs)
         ts = t0 + np.arange(n) / fs
         synth = M.LFPSynthesizer(model, p.acronyms[p.lfp_local_indices], t0, fs,
                                  seed=int(rng.integers(2**31)),
@@ -224,7 +226,7 @@ def _ground_truth_header(preset: Preset) -> dict:
     if not preset.release_catalog:  # caches generated before the knob existed stay reusable
         knobs.pop("release_catalog")
     return {
-        "generator": {"preset": knobs, "format_version": 8},
+        "generator": {"preset": knobs, "format_version": 10},
         "rhythms": {fam: {"frequency_hz": f, "amplitude_v": a}
                     for fam, (f, a) in M.RHYTHM.items()},
         "gamma_grating_power_gain": M.GAMMA_GRATING_GAIN ** 2,

@@ -62,7 +62,9 @@ def movie(number: int, scale: float) -> np.ndarray:
 
 def write_all(out_dir: str, scale: float) -> None:
     """Write every scene and movie template under ``out_dir`` (the cache root)."""
-    from PIL import Image  # Pillow: a dependency of matplotlib
+    # Pillow (a dependency of matplotlib); importing its TIFF plugin spares Image.init()
+    # importing every plugin (seconds)
+    from PIL import Image, TiffImagePlugin  # noqa: F401
 
     scenes = os.path.join(out_dir, "natural_scene_templates")
     movies = os.path.join(out_dir, "natural_movie_templates")
