@@ -16,7 +16,8 @@ from neuropixels_dask.local.synth import generate_cache
 
 CACHE_PREFIX = "visual-coding-neuropixels/ecephys-cache"
 
-pytest_plugins = ["plugins.chart"]  # the chart kit, tests/plugins/chart.py (chart, reliability)
+# the chart kit, tests/plugins/chart.py (chart, reliability); AllenSDK's reference environment
+pytest_plugins = ["plugins.chart", "plugins.allensdk"]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -15,16 +15,6 @@ import pytest
 import neuropixels_dask as npd
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = ROOT / ".tools" / "allensdk"
-
-
-@pytest.fixture(scope="module")
-def allensdk_python() -> str:
-    if not (ENV / "bin" / "python").exists():
-        # ./dev test installs it; a bare pytest run installs it here (never skipped)
-        subprocess.run(["bash", str(ROOT / "scripts" / "install-allensdk.sh"), str(ENV)],
-                       check=True)
-    return str(ENV / "bin" / "python")
 
 
 @pytest.fixture(scope="module")

@@ -82,8 +82,8 @@ def test_units_equal_pynwb(session, reference):
     # AllenSDK ordering: probe, then depth
     assert ours["probe_description"].is_monotonic_increasing
     assert {"structure_acronym", "probe_vertical_position", "probe_sampling_rate",
-            "probe_lfp_sampling_rate", "probe_has_lfp_data", "channel_local_index"} <= set(
-        ours.columns)
+            "probe_lfp_sampling_rate", "probe_has_lfp_data", "probe_channel_number",
+            "ecephys_structure_acronym", "ecephys_structure_id"} <= set(ours.columns)
 
 
 def test_spike_times_equal_pynwb(session, reference):

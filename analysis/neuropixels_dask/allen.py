@@ -40,6 +40,59 @@ SESSION_UNIT_RENAMES = {
 }
 
 #: stimulus parameters AllenSDK hides unless ``include_detailed_parameters=True``
-DETAILED_STIMULUS_PARAMETERS = ("colorSpaceString", "depth", "flipHoriz", "flipVert",
-                                "interpolate", "mask", "opacity", "pos", "rgbPedestal", "tex",
-                                "texRes", "units")
+#: (``EcephysSession.DETAILED_STIMULUS_PARAMETERS``)
+DETAILED_STIMULUS_PARAMETERS = ("colorSpace", "flipHoriz", "flipVert", "depth", "interpolate",
+                                "mask", "opacity", "rgbPedestal", "tex", "texRes", "units", "rgb",
+                                "signalDots", "noiseDots", "fieldSize", "fieldShape", "fieldPos",
+                                "nDots", "dotSize", "dotLife", "color_triplet")
+
+#: columns ``EcephysProjectCache`` hides unless ``suppress`` is given (its ``SUPPRESS_FROM_*``)
+SUPPRESS_FROM_UNITS = ("air_channel_index", "surface_channel_index", "has_nwb",
+                       "lfp_temporal_subsampling_factor", "epoch_name_quality_metrics",
+                       "epoch_name_waveform_metrics", "isi_experiment_id")
+SUPPRESS_FROM_CHANNELS = ("air_channel_index", "surface_channel_index", "name",
+                          "date_of_acquisition", "published_at", "specimen_id", "session_type",
+                          "isi_experiment_id", "age_in_days", "sex", "genotype", "has_nwb",
+                          "lfp_temporal_subsampling_factor")
+SUPPRESS_FROM_PROBES = ("air_channel_index", "surface_channel_index", "date_of_acquisition",
+                        "published_at", "specimen_id", "session_type", "isi_experiment_id",
+                        "age_in_days", "sex", "genotype", "has_nwb",
+                        "lfp_temporal_subsampling_factor")
+SUPPRESS_FROM_SESSION_TABLE = ("has_nwb", "isi_experiment_id", "date_of_acquisition")
+
+#: the session table's ``genotype`` is ``full_genotype`` in AllenSDK's session table
+SESSION_TABLE_RENAMES = {"genotype": "full_genotype"}
+#: ``get_channels()`` names the probe's ``name`` (when not suppressed) ``probe_name``
+CHANNEL_TABLE_RENAMES = {"name": "probe_name"}
+
+#: the units ``session.units`` never shows (AllenSDK drops these analysis metrics)
+SESSION_UNIT_HIDDEN = ("width_rf", "height_rf", "on_screen_rf", "time_to_peak_fl",
+                       "time_to_peak_rf", "time_to_peak_sg", "sustained_idx_fl",
+                       "time_to_peak_dg")
+
+#: ``session.channels``: the electrodes table's names → AllenSDK's ``Channel`` names
+SESSION_CHANNEL_RENAMES = {"local_index": "probe_channel_number",
+                           "x": "anterior_posterior_ccf_coordinate",
+                           "y": "dorsal_ventral_ccf_coordinate",
+                           "z": "left_right_ccf_coordinate"}
+#: ``session.channels`` columns in AllenSDK's order (``Channel`` properties, then the cache's
+#: structure and CCF columns, which replace the file's)
+SESSION_CHANNEL_COLUMNS = ("filtering", "probe_channel_number", "probe_horizontal_position",
+                           "probe_id", "probe_vertical_position", "structure_acronym",
+                           "ecephys_structure_id", "ecephys_structure_acronym",
+                           "anterior_posterior_ccf_coordinate", "dorsal_ventral_ccf_coordinate",
+                           "left_right_ccf_coordinate")
+#: the cache's channel columns a session takes over (AllenSDK's ``external_channel_columns``)
+EXTERNAL_CHANNEL_COLUMNS = ("ecephys_structure_id", "ecephys_structure_acronym",
+                            "anterior_posterior_ccf_coordinate", "dorsal_ventral_ccf_coordinate",
+                            "left_right_ccf_coordinate")
+
+#: ``get_stimulus_epochs``' default: spontaneous epochs shorter than 90 s are left out
+DEFAULT_EPOCH_DURATION_THRESHOLDS = {"spontaneous_activity": 90.0}
+#: stimulus-table columns that are not stimulus parameters
+NON_STIMULUS_PARAMETERS = ("start_time", "stop_time", "duration", "stimulus_block",
+                           "stimulus_condition_id")
+#: what a presentation overlapping an invalid ``stimulus`` interval is called
+INVALID_PRESENTATION = "invalid_presentation"
+#: the stimulus table's first columns (AllenSDK's ``enforce_df_column_order``)
+STIMULUS_LEADING_COLUMNS = ("stimulus_block", "start_time", "stop_time")

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import config, storage
+from . import allen, config, release_files, storage
 from .allen import CACHE_UNIT_RENAMES, DEFAULT_UNIT_FILTERS
 from .caching import ProcessCache
 from .errors import CacheNotFoundError, InvalidFileError, UnknownSessionError
@@ -44,9 +44,10 @@ TABLES = ("sessions", "probes", "channels", "units")
 #: (index ``id``); callers copy before they change one
 tables: ProcessCache[tuple[str, str, str], pd.DataFrame] = ProcessCache(
     "cache tables", maxsize=4 * 16)
-#: ``units.csv`` merged with channels, probes and sessions, per process and cache
-merged_units: ProcessCache[tuple[str, str], pd.DataFrame] = ProcessCache(
-    "merged unit tables", maxsize=16)
+#: merged tables per process and cache: ``(url, options key)`` → units.csv joined with the
+#: annotated channels; ``(url, options key, "probes" | "channels")`` → the annotated tables
+merged_units: ProcessCache[tuple[str, ...], pd.DataFrame] = ProcessCache(
+    "merged unit tables", maxsize=3 * 16)
 
 
 def unit_filter_values(**filters: Any) -> dict[str, float]:
@@ -66,13 +67,22 @@ def unit_filter_values(**filters: Any) -> dict[str, float]:
 
 def _count(table: pd.DataFrame, key: str, index: pd.Index) -> pd.Series:
     """Rows of ``table`` per value of ``key``, for every entry of ``index`` (0 when none)."""
-    return table.groupby(key).size().reindex(index, fill_value=0)
+    return table.groupby(key).size().reindex(index, fill_value=0).astype(np.int64)
 
 
 def _structures(channels: pd.DataFrame, key: str, index: pd.Index) -> pd.Series:
-    """Sorted brain structures of the channels per value of ``key``."""
-    return channels.groupby(key)["ecephys_structure_acronym"].agg(
-        lambda s: sorted(s.dropna().unique())).reindex(index)
+    """The brain structures of the channels per value of ``key``, in channel order, ``nan`` for
+    channels outside the brain (AllenSDK's ``get_grouped_uniques``: arrays of ``unique()``)."""
+    acronyms = channels["ecephys_structure_acronym"].astype(object)
+    groups = {k: pd.unique(v.to_numpy(object)) for k, v in acronyms.groupby(channels[key])}
+    return pd.Series([groups.get(k, 0) for k in index], index=index, dtype=object)
+
+
+def _suppress(table: pd.DataFrame, suppress: list[str] | None,
+              default: tuple[str, ...]) -> pd.DataFrame:
+    """Drop ``suppress`` (AllenSDK: ``None`` means its default list, ``[]`` nothing)."""
+    hide = list(default) if suppress is None else list(suppress)
+    return table.drop(columns=hide, errors="ignore")
 
 
 def apply_unit_filters(units: pd.DataFrame, **filters: Any) -> pd.DataFrame:
@@ -169,56 +179,98 @@ class EcephysProjectCache:
         return df.set_index("id")
 
     # ---- AllenSDK API -------------------------------------------------------------------------
+    # Names, defaults, columns and order are AllenSDK 2.16's (``allen.py``); what differs on
+    # purpose is in docs/allensdk-differences.md.
+    SESSIONS_KEY, PROBES_KEY, CHANNELS_KEY, UNITS_KEY = TABLES
+    SUPPRESS_FROM_UNITS = allen.SUPPRESS_FROM_UNITS
+    SUPPRESS_FROM_CHANNELS = allen.SUPPRESS_FROM_CHANNELS
+    SUPPRESS_FROM_PROBES = allen.SUPPRESS_FROM_PROBES
+    SUPPRESS_FROM_SESSION_TABLE = allen.SUPPRESS_FROM_SESSION_TABLE
+
     def get_session_table(self, suppress: list[str] | None = None) -> pd.DataFrame:
-        """Sessions with ``unit_count``, ``channel_count``, ``probe_count`` and structures."""
-        sessions, probes, channels, _ = self._tables(*TABLES)
-        sessions = sessions.copy()
-        units = self._units_merged()
-        ch = channels.merge(probes[["ecephys_session_id"]], left_on="ecephys_probe_id",
-                            right_index=True, how="left")
-        key, index = "ecephys_session_id", sessions.index
-        sessions["unit_count"] = _count(units, key, index)
-        sessions["channel_count"] = _count(ch, key, index)
-        sessions["probe_count"] = _count(probes, key, index)
-        sessions["ecephys_structure_acronyms"] = _structures(ch, key, index)
-        sessions.index.name = "id"
-        return sessions.drop(columns=list(suppress or []), errors="ignore")
+        """Sessions with ``unit_count`` (units passing the default filters), ``channel_count``,
+        ``probe_count`` and ``ecephys_structure_acronyms``; ``suppress=None`` hides AllenSDK's
+        ``SUPPRESS_FROM_SESSION_TABLE``, ``suppress=[]`` shows every column."""
+        sessions = self._table("sessions").copy()
+        key = "ecephys_session_id"
+        channels = self._annotated("channels")
+        sessions["unit_count"] = _count(self._filtered_units(), key, sessions.index)
+        sessions["channel_count"] = _count(channels, key, sessions.index)
+        sessions["probe_count"] = _count(self._annotated("probes"), key, sessions.index)
+        sessions["ecephys_structure_acronyms"] = _structures(channels, key, sessions.index)
+        sessions = _suppress(sessions, suppress, allen.SUPPRESS_FROM_SESSION_TABLE)
+        return sessions.rename(columns=allen.SESSION_TABLE_RENAMES)
 
     def get_probes(self, suppress: list[str] | None = None) -> pd.DataFrame:
-        _, probes, channels, _ = self._tables(*TABLES)
-        probes = probes.copy()
-        units = self._units_merged()
-        key, index = "ecephys_probe_id", probes.index
-        probes["unit_count"] = _count(units, key, index)
-        probes["channel_count"] = _count(channels, key, index)
-        probes["ecephys_structure_acronyms"] = _structures(channels, key, index)
-        return probes.drop(columns=list(suppress or []), errors="ignore")
+        """Probes with their session's columns, ``unit_count``, ``channel_count`` and
+        ``ecephys_structure_acronyms``; ``lfp_sampling_rate`` is the rate of the LFP files (the
+        table's raw rate divided by ``lfp_temporal_subsampling_factor``, as AllenSDK does)."""
+        probes = self._annotated("probes").copy()
+        key = "ecephys_probe_id"
+        channels = self._annotated("channels")
+        probes["unit_count"] = _count(self._filtered_units(), key, probes.index)
+        probes["channel_count"] = _count(channels, key, probes.index)
+        probes["ecephys_structure_acronyms"] = _structures(channels, key, probes.index)
+        return _suppress(probes, suppress, allen.SUPPRESS_FROM_PROBES)
 
     def get_channels(self, suppress: list[str] | None = None) -> pd.DataFrame:
-        _, probes, channels, _ = self._tables(*TABLES)
-        channels = channels.merge(probes[["ecephys_session_id"]], left_on="ecephys_probe_id",
-                                  right_index=True, how="left")
-        units = self._units_merged()
-        channels["unit_count"] = _count(units, "ecephys_channel_id", channels.index)
-        return channels.drop(columns=list(suppress or []), errors="ignore")
+        """Channels with their probe's and session's columns and ``unit_count`` (units passing
+        the default filters whose peak channel it is)."""
+        channels = self._annotated("channels").copy()
+        channels["unit_count"] = _count(self._filtered_units(), "ecephys_channel_id",
+                                        channels.index)
+        channels = _suppress(channels, suppress, allen.SUPPRESS_FROM_CHANNELS)
+        return channels.rename(columns=allen.CHANNEL_TABLE_RENAMES)
+
+    def _annotated(self, name: str) -> pd.DataFrame:
+        """``"probes"``: probes.csv (LFP rate divided by the subsampling factor) with its
+        session's columns; ``"channels"``: channels.csv with those (AllenSDK's
+        ``_get_annotated_probes`` / ``_get_annotated_channels``), once per process and cache."""
+        return merged_units.get((self.url, self.storage_options.key, name),
+                                lambda: self._annotate(name))
+
+    def _annotate(self, name: str) -> pd.DataFrame:
+        sessions, probes, channels = self._tables("sessions", "probes", "channels")
+        if name == "probes":
+            probes = probes.copy()
+            if {"lfp_sampling_rate", "lfp_temporal_subsampling_factor"} <= set(probes.columns):
+                probes["lfp_sampling_rate"] = (probes["lfp_sampling_rate"]
+                                               / probes["lfp_temporal_subsampling_factor"])
+            return pd.merge(probes, sessions, left_on="ecephys_session_id", right_index=True,
+                            suffixes=("_probe", "_session"))
+        return pd.merge(channels, self._annotated("probes"), left_on="ecephys_probe_id",
+                        right_index=True, suffixes=("_channel", "_probe"))
+
+    def _filtered_units(self) -> pd.DataFrame:
+        """The units AllenSDK counts: default filters (``get_units()``'s rows)."""
+        return self._select_units(self._units_merged(), True, {})
 
     def _units_merged(self) -> pd.DataFrame:
-        """units.csv joined with channels, probes and sessions, AllenSDK's column names (once
-        per process and cache: :data:`merged_units`)."""
+        """units.csv joined with the annotated channels, AllenSDK's column names (once per
+        process and cache: :data:`merged_units`)."""
         return merged_units.get((self.url, self.storage_options.key), self._merge_units)
 
     def _merge_units(self) -> pd.DataFrame:
-        sessions, probes, channels, units = self._tables(*TABLES)
-        probes = probes.drop(columns=["air_channel_index", "surface_channel_index"],
-                             errors="ignore")
-        t = units.merge(channels, left_on="ecephys_channel_id", right_index=True, how="left")
-        t = t.merge(probes, left_on="ecephys_probe_id", right_index=True, how="left",
-                    suffixes=("", "_probe"))
-        t = t.merge(sessions, left_on="ecephys_session_id", right_index=True, how="left",
-                    suffixes=("", "_session"))
-        t = t.rename(columns=CACHE_UNIT_RENAMES)
+        units = self._table("units").rename(columns=CACHE_UNIT_RENAMES)
+        t = pd.merge(units, self._annotated("channels"), left_on="ecephys_channel_id",
+                     right_index=True, suffixes=("_unit", "_channel"))
         t.index.name = "id"
         return t
+
+    @staticmethod
+    def _select_units(units: pd.DataFrame, filter_by_validity: bool,
+                      unit_filters: dict[str, Any]) -> pd.DataFrame:
+        """AllenSDK's ``_get_units`` selection: the metric filters, ``quality == 'good'``, and
+        out-of-brain units where units.csv knows their structure (it does not in the release,
+        so AllenSDK's cache keeps them; a session drops them)."""
+        filters = dict(unit_filters)
+        out_of_brain = filters.pop("filter_out_of_brain_units", True)
+        units = apply_unit_filters(units, **filters)
+        if "quality" in units.columns and filter_by_validity:
+            units = units[units["quality"] == "good"].drop(columns="quality")
+        if out_of_brain and "ecephys_structure_id_unit" in units.columns:
+            units = units[units["ecephys_structure_id_unit"].notna()]
+        return units
 
     def get_units(self, suppress: list[str] | None = None, filter_by_validity: bool = True,
                   **unit_filters: Any) -> pd.DataFrame:
@@ -226,18 +278,30 @@ class EcephysProjectCache:
 
         ``amplitude_cutoff_maximum=0.1``, ``presence_ratio_minimum=0.95``,
         ``isi_violations_maximum=0.5``; ``None`` disables a filter. ``filter_by_validity`` keeps
-        ``quality == 'good'``; units outside the brain are dropped unless
-        ``filter_out_of_brain_units=False``.
+        ``quality == 'good'``. ``suppress=None`` hides AllenSDK's ``SUPPRESS_FROM_UNITS``.
         """
-        out_of_brain = unit_filters.pop("filter_out_of_brain_units", True)
-        units = self._units_merged().copy()
-        if filter_by_validity:
-            units = units[units["quality"] == "good"]
-        units = apply_unit_filters(units, **unit_filters)
-        if out_of_brain:
-            units = units[units["ecephys_structure_acronym"].notna()]
-        units = units.drop(columns=["quality"], errors="ignore")
-        return units.drop(columns=list(suppress or []), errors="ignore")
+        unit_filter_values(**unit_filters)  # a misspelt filter is an error, not ignored
+        units = self._select_units(self._units_merged(), filter_by_validity, unit_filters)
+        return _suppress(units.copy(), suppress, allen.SUPPRESS_FROM_UNITS)
+
+    def _all_values(self, column: str, table: pd.DataFrame) -> list:
+        return table[column].unique().tolist()
+
+    def get_all_session_types(self, **session_kwargs: Any) -> list:
+        return self._all_values("session_type", self.get_session_table(**session_kwargs))
+
+    def get_all_full_genotypes(self, **session_kwargs: Any) -> list:
+        return self._all_values("full_genotype", self.get_session_table(**session_kwargs))
+
+    def get_all_ages(self, **session_kwargs: Any) -> list:
+        return self._all_values("age_in_days", self.get_session_table(**session_kwargs))
+
+    def get_all_sexes(self, **session_kwargs: Any) -> list:
+        return self._all_values("sex", self.get_session_table(**session_kwargs))
+
+    def get_structure_acronyms(self, **channel_kwargs: Any) -> list:
+        """Every structure any channel is in (``nan``: outside the brain), in channel order."""
+        return self._all_values("ecephys_structure_acronym", self.get_channels(**channel_kwargs))
 
     def session_url(self, session_id: int) -> str:
         return storage.join(self.url, f"session_{int(session_id)}")
@@ -257,6 +321,29 @@ class EcephysProjectCache:
         unit_filter_values(**unit_filters)  # validate early
         return EcephysSession.open(self, sid, filter_by_validity=filter_by_validity,
                                    **unit_filters)
+
+    # ---- analysis metrics and stimulus templates (release_files.py) -------------------------
+    def get_unit_analysis_metrics_for_session(self, session_id: int, annotate: bool = True,
+                                              filter_by_validity: bool = True,
+                                              **unit_filter_kwargs: Any) -> pd.DataFrame:
+        """The release's stimulus metrics of the session's units (``pref_ori_dg``, …); with
+        ``annotate``, merged onto ``get_units()`` as AllenSDK does."""
+        return release_files.unit_analysis_metrics_for_session(
+            self, session_id, annotate, filter_by_validity, unit_filter_kwargs)
+
+    def get_unit_analysis_metrics_by_session_type(self, session_type: str, annotate: bool = True,
+                                                  filter_by_validity: bool = True,
+                                                  **unit_filter_kwargs: Any) -> pd.DataFrame:
+        """The release's stimulus metrics of every unit of a session type."""
+        return release_files.unit_analysis_metrics_by_session_type(
+            self, session_type, annotate, filter_by_validity, unit_filter_kwargs)
+
+    def get_natural_scene_template(self, number: int) -> np.ndarray:
+        return release_files.natural_scene_template(self, number)
+
+    def get_natural_movie_template(self, number: int):
+        """Frames of natural movie ``number`` as a lazy Dask array (AllenSDK: in memory)."""
+        return release_files.natural_movie_template(self, number)
 
 
 def as_id(value: Any, what: str, error: type[Exception]) -> int:

@@ -309,6 +309,8 @@ def source_tables(reader: nwb.NWBSessionReader) -> dict[str, pd.DataFrame]:
     tables = {"probes": reader.probes(), "channels": reader.channels(), "units": reader.units(),
               zs.RUNNING_TABLE: reader.running_speed()}
     inv = reader.invalid_times()
+    if "tags" in inv:  # a list per row: stored as its JSON text, parsed back by the reader
+        inv = inv.assign(tags=[json.dumps([str(t) for t in tags]) for tags in inv["tags"]])
     tables[zs.INVALID_TIMES_TABLE] = inv
     for name, t in reader.stimulus_tables().items():
         tables[zs.stimulus_group_path(name)] = t
@@ -483,6 +485,10 @@ class SessionConversion:
         self.spike_index = reader.spike_index().astype(np.int64)
         self.spikes_src = reader.spike_source()
         self.n_spikes = int(self.spike_index[-1]) if len(self.spike_index) else 0
+        meta = reader.session_metadata()
+        self.session_metadata = {k: (v.isoformat() if k == "session_start_time" else
+                                     (v.item() if hasattr(v, "item") else v))
+                                 for k, v in meta.items()}
         self.lfp_src: dict[int, LFPSource] = {}
         self.result.lfp_missing = {}
         for pid, row in self.tables["probes"].iterrows():
@@ -525,7 +531,8 @@ class SessionConversion:
                      "stimulus_tables": [n.split("/", 1)[1] for n in self.tables
                                          if n.startswith("stimulus/")],
                      "tables": list(self.tables),
-                     "lfp_missing": {str(p): w for p, w in self.result.lfp_missing.items()}}
+                     "lfp_missing": {str(p): w for p, w in self.result.lfp_missing.items()},
+                     "session_metadata": self.session_metadata}
         self._save_info()
         if "tables" not in _markers(self.progress_url, self.options):
             write_tables(self.url, self.options, self.tables, self.layout,

@@ -44,8 +44,9 @@ class UnknownUnitError(UnknownSessionError):
     """A unit id that the session does not have."""
 
 
-class NoLFPError(NeuropixelsDaskError, LookupError):
-    """The probe has no LFP file (a few real probes have none)."""
+class NoLFPError(NeuropixelsDaskError, LookupError, ValueError):
+    """The probe has no LFP file (a few real probes have none). Also a ``ValueError``: AllenSDK's
+    own data-access tutorial catches that for a missing LFP file."""
 
 
 class LFPMissingAtConversionError(NoLFPError):

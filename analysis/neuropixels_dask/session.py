@@ -8,14 +8,18 @@ tasks open the remote files themselves, so ``.compute()`` runs on whatever clust
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
+from . import allen, session_extras
+from . import session_tables as T
 from .allen import DETAILED_STIMULUS_PARAMETERS, NULL, SESSION_UNIT_RENAMES
+from .analyses import validity
 from .catalog import apply_unit_filters, as_id
 from .errors import (
     InvalidSelectionError,
@@ -63,17 +67,30 @@ class SpikeTimes(Mapping):
 class EcephysSession:
     """A session of the Visual Coding – Neuropixels dataset (AllenSDK ``EcephysSession`` API)."""
 
+    DETAILED_STIMULUS_PARAMETERS = DETAILED_STIMULUS_PARAMETERS
+
     def __init__(self, reader: SessionReader, session_id: int, filter_by_validity: bool = True,
+                 external_channel_columns: Callable[[], pd.DataFrame] | None = None,
                  **unit_filters: Any):
         self.reader = reader
         self.ecephys_session_id = int(session_id)
         self._filter_by_validity = filter_by_validity
+        self._external_channel_columns = external_channel_columns
+        self._out_of_brain = unit_filters.pop("filter_out_of_brain_units", True)
         self._unit_filters = unit_filters
 
     @classmethod
     def open(cls, cache, session_id: int, **kwargs: Any) -> EcephysSession:
+        """The session as ``cache.get_session_data`` opens it: structure ids, acronyms and CCF
+        coordinates of its channels come from the cache's channels table, as in AllenSDK."""
         reader = open_session_reader(cache, session_id)
-        return cls(reader, session_id, **kwargs)
+
+        def external() -> pd.DataFrame:
+            channels = cache.get_channels()
+            mine = channels[channels["ecephys_session_id"] == int(session_id)]
+            return mine[list(allen.EXTERNAL_CHANNEL_COLUMNS)]
+
+        return cls(reader, session_id, external_channel_columns=external, **kwargs)
 
     def __repr__(self) -> str:
         return (f"<EcephysSession {self.ecephys_session_id}: {len(self.probes)} probes, "
@@ -85,20 +102,35 @@ class EcephysSession:
         return self.reader.probes()
 
     @functools.cached_property
-    def channels(self) -> pd.DataFrame:
-        ch = self.reader.channels().rename(columns={
-            "x": "anterior_posterior_ccf_coordinate", "y": "dorsal_ventral_ccf_coordinate",
-            "z": "left_right_ccf_coordinate", "imp": "impedance"})
+    def _channels_all(self) -> pd.DataFrame:
+        """Every channel of the file with AllenSDK's ``Channel`` names (valid or not)."""
+        ch = self.reader.channels().rename(columns=allen.SESSION_CHANNEL_RENAMES)
         loc = ch.pop("location") if "location" in ch else pd.Series("", index=ch.index)
-        ch["structure_acronym"] = loc.where(~loc.isin(["", "None"]), np.nan)
-        ch = ch.drop(columns=["group_name"], errors="ignore")
+        ch["structure_acronym"] = [None if pd.isna(a) or a in ("", "None") else
+                                   str(a).split("-")[0] for a in loc]
+        ch = ch.drop(columns=["group_name", "imp"], errors="ignore")
+        ch = ch[sorted(ch.columns)]  # AllenSDK builds the table from a dict of properties
+        if self._external_channel_columns is not None:
+            ext = self._external_channel_columns()
+            ch = pd.merge(ch.drop(columns=[c for c in ext.columns if c in ch.columns]), ext,
+                          left_index=True, right_index=True)
         ch.index.name = "id"
+        return ch
+
+    @functools.cached_property
+    def channels(self) -> pd.DataFrame:
+        """Channels with AllenSDK's names; those with ``valid_data == False`` are left out
+        unless the session was opened with ``filter_by_validity=False``."""
+        ch = self._channels_all
+        if self._filter_by_validity and "valid_data" in ch:
+            ch = ch[ch["valid_data"].astype(bool)].drop(columns=["valid_data"])
         return ch
 
     @functools.cached_property
     def _units_all(self) -> pd.DataFrame:
         """Every unit of the file, merged like AllenSDK, in file order, with spike ranges."""
         raw = self.reader.units()
+        raw = raw[sorted(raw.columns)]  # AllenSDK's Unit properties, as a dict: sorted names
         ends = self.reader.spike_index()
         raw["_spike_start"] = np.concatenate([[0], ends[:-1]])
         raw["_spike_stop"] = ends
@@ -110,19 +142,41 @@ class EcephysSession:
         return table.rename(columns=SESSION_UNIT_RENAMES)
 
     @functools.cached_property
-    def units(self) -> pd.DataFrame:
+    def _units_table(self) -> pd.DataFrame:
         """Units passing the session's filters, sorted by probe and depth (AllenSDK order)."""
         t = self._units_all
+        if self._out_of_brain:
+            t = t[t["structure_acronym"].notna()]
         if self._filter_by_validity:
-            t = t[t["valid_data"].astype(bool) & (t["quality"] == "good")]
+            t = t[t["quality"] == "good"].drop(columns=["quality"])
         t = apply_unit_filters(t, **self._unit_filters)
         t = t.sort_values(by=["probe_description", "probe_vertical_position",
                               "probe_horizontal_position"], kind="stable")
         return t.drop(columns=["_spike_start", "_spike_stop"])
 
-    @functools.cached_property
+    @property
+    def units(self) -> pd.DataFrame:
+        return self._units_table.drop(columns=list(allen.SESSION_UNIT_HIDDEN), errors="ignore")
+
+    @property
     def spike_times(self) -> SpikeTimes:
-        t = self._units_all.loc[self.units.index]
+        """``unit_id → spike times``; the first access warns, as AllenSDK does, when the session
+        has invalid intervals affecting its probes."""
+        if not self._warned_invalid_spikes:
+            self._warned_invalid_spikes = True
+            names = self.probes["description"].astype(str)
+            if len(validity.invalid_intervals(self, names, stimulus=False)):
+                warnings.warn("Session includes invalid time intervals that could be accessed "
+                              "with the attribute 'invalid_times',Spikes within these intervals "
+                              "are invalid and may need to be excluded from the analysis.",
+                              stacklevel=2)
+        return self._spike_times
+
+    _warned_invalid_spikes = False
+
+    @functools.cached_property
+    def _spike_times(self) -> SpikeTimes:
+        t = self._units_all.loc[self._units_table.index]
         ranges = {int(u): (int(a), int(b)) for u, a, b in
                   zip(t.index, t["_spike_start"], t["_spike_stop"], strict=True)}
         return SpikeTimes(self.reader.spike_source(), ranges)
@@ -137,8 +191,7 @@ class EcephysSession:
         df = pd.concat([t for _, t in sorted(tables.items())], sort=False)
         df = df.sort_index(kind="stable")
         df.index.name = "stimulus_presentation_id"
-        df = df.drop(columns=["stimulus_index"], errors="ignore")
-        df = df.astype(object).replace("", NULL).fillna(NULL)
+        df = T.allensdk_stimulus_values(df.drop(columns=["stimulus_index"], errors="ignore"))
         for col in ("start_time", "stop_time"):
             df[col] = df[col].astype(np.float64)
         if "stimulus_block" in df:
@@ -149,7 +202,7 @@ class EcephysSession:
         params = df.drop(columns=["start_time", "stop_time", "duration", "stimulus_block"])
         cond_ids, conditions = K.assign_condition_ids(params)
         df["stimulus_condition_id"] = cond_ids
-        return df, conditions
+        return T.mask_invalid_presentations(df, self.invalid_times), conditions
 
     @property
     def stimulus_presentations(self) -> pd.DataFrame:
@@ -162,7 +215,44 @@ class EcephysSession:
 
     @property
     def stimulus_names(self) -> list[str]:
+        """Stimuli in order of first presentation (``invalid_presentation`` among them when a
+        presentation overlaps an invalid ``stimulus`` interval)."""
         return list(pd.unique(self._stimulus[0]["stimulus_name"]))
+
+    @functools.cached_property
+    def inter_presentation_intervals(self) -> pd.DataFrame:
+        """Time (s) from each presentation's end to the next one's start, index
+        ``(from_presentation_id, to_presentation_id)``, column ``interval``."""
+        return T.inter_presentation_intervals(self.stimulus_presentations)
+
+    def get_inter_presentation_intervals_for_stimulus(self, stimulus_names) -> pd.DataFrame:
+        """The inter-presentation intervals between presentations of ``stimulus_names``."""
+        pres = self.stimulus_presentations
+        ids = pres.index[pres["stimulus_name"].isin(T.as_list(stimulus_names))]
+        return T.intervals_between(self.inter_presentation_intervals, ids)
+
+    def get_stimulus_epochs(self, duration_thresholds: dict[str, float] | None = None
+                            ) -> pd.DataFrame:
+        """Continuous periods of one stimulus block (``start_time``, ``stop_time``,
+        ``duration``, ``stimulus_name``, ``stimulus_block``); epochs of a name shorter than its
+        threshold in ``duration_thresholds`` are left out (default
+        ``{"spontaneous_activity": 90.0}``)."""
+        return T.stimulus_epochs(self.stimulus_presentations, duration_thresholds)
+
+    def get_stimulus_parameter_values(self, stimulus_presentation_ids=None,
+                                      drop_nulls: bool = True) -> dict[str, np.ndarray]:
+        """Each stimulus parameter's distinct values (over ``stimulus_presentation_ids``, or the
+        whole session)."""
+        pres = self.stimulus_presentations
+        if stimulus_presentation_ids is not None:
+            pres = pres.loc[T.as_list(stimulus_presentation_ids)]
+        return T.parameter_values(pres, drop_nulls=drop_nulls)
+
+    def get_parameter_values_for_stimulus(self, stimulus_name: str, drop_nulls: bool = True
+                                          ) -> dict[str, np.ndarray]:
+        """Each parameter's distinct values while ``stimulus_name`` was shown."""
+        ids = self.get_stimulus_table([stimulus_name]).index.to_numpy()
+        return self.get_stimulus_parameter_values(ids, drop_nulls=drop_nulls)
 
     @staticmethod
     def _stimulus_without_detail(df: pd.DataFrame) -> pd.DataFrame:
@@ -193,7 +283,84 @@ class EcephysSession:
 
     @functools.cached_property
     def invalid_times(self) -> pd.DataFrame:
+        """Intervals of bad data: ``start_time``, ``stop_time``, ``tags`` ([scope, scope id,
+        label]; label ``all_probes``, ``stimulus`` or a probe name)."""
         return self.reader.invalid_times()
+
+    def get_invalid_times(self) -> pd.DataFrame:
+        """:attr:`invalid_times` (AllenSDK's method for it)."""
+        return self.invalid_times
+
+    # ---- session metadata -------------------------------------------------------------------
+    @functools.cached_property
+    def _metadata(self) -> dict[str, Any]:
+        return self.reader.session_metadata()
+
+    @property
+    def session_start_time(self):
+        return self._metadata["session_start_time"]
+
+    @property
+    def specimen_name(self) -> str:
+        return self._metadata["specimen_name"]
+
+    @property
+    def age_in_days(self) -> float:
+        return self._metadata["age_in_days"]
+
+    @property
+    def sex(self) -> str:
+        return self._metadata["sex"]
+
+    @property
+    def full_genotype(self) -> str:
+        return self._metadata["full_genotype"]
+
+    @property
+    def session_type(self) -> str:
+        return self._metadata["stimulus_name"]
+
+    @property
+    def num_units(self) -> int:
+        return self._units_table.shape[0]
+
+    @property
+    def num_probes(self) -> int:
+        return self.probes.shape[0]
+
+    @property
+    def num_channels(self) -> int:
+        return self.channels.shape[0]
+
+    @property
+    def num_stimulus_presentations(self) -> int:
+        return self.stimulus_presentations.shape[0]
+
+    @property
+    def structure_acronyms(self) -> list:
+        """Structures the channels are in, in channel order (``nan``: outside the brain)."""
+        return self.channels["ecephys_structure_acronym"].unique().tolist()
+
+    @property
+    def structurewise_unit_counts(self) -> pd.Series:
+        counts = self.units["ecephys_structure_acronym"].value_counts()
+        counts.name, counts.index.name = "ecephys_structure_acronym", None  # pandas < 2 names
+        return counts
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "specimen_name": self.specimen_name, "session_type": self.session_type,
+            "full_genotype": self.full_genotype, "sex": self.sex,
+            "age_in_days": self.age_in_days, "rig_equipment_name": self.rig_equipment_name,
+            "num_units": self.num_units, "num_channels": self.num_channels,
+            "num_probes": self.num_probes,
+            "num_stimulus_presentations": self.num_stimulus_presentations,
+            "session_start_time": self.session_start_time,
+            "ecephys_session_id": self.ecephys_session_id,
+            "structure_acronyms": self.structure_acronyms,
+            "stimulus_names": self.stimulus_names,
+        }
 
     # ---- LFP --------------------------------------------------------------------------------
     def _probe_id(self, probe_id: Any) -> int:
@@ -222,21 +389,36 @@ class EcephysSession:
         row = self._probe_row(probe_id)
         return self.reader.lfp_source(int(probe_id), str(row["description"]))
 
-    def get_lfp(self, probe_id: int, time_range: tuple[float, float] | None = None,
-                channel_ids=None, exact_timestamps: bool = False) -> xr.DataArray:
+    def get_lfp(self, probe_id: int, mask_invalid_intervals: bool = True, *,
+                time_range: tuple[float, float] | None = None, channel_ids=None,
+                exact_timestamps: bool = False) -> xr.DataArray:
         """The probe's LFP as a lazy DataArray ``LFP`` (time, channel); nothing is read yet.
 
-        ``time_range=(start, stop)`` in seconds and ``channel_ids`` select before any read.
-        The time coordinate comes from the first/last timestamps when the timestamps are evenly
-        spaced (checked on a sample when the probe is opened); ``exact_timestamps=True`` reads
-        the stored timestamps for the selection. Where they are not evenly spaced, the stored
-        timestamps give the coordinate and the selection (``attrs["evenly_spaced"]`` False).
+        ``mask_invalid_intervals`` (AllenSDK's default, True) makes samples inside the invalid
+        intervals tagged ``all_probes`` or with this probe's name NaN, lazily.
+        ``time_range=(start, stop)`` in seconds and ``channel_ids`` select before any read; a
+        range reaching outside the recording is an error. The time coordinate comes from the
+        first/last timestamps when the timestamps are evenly spaced (checked on a sample when
+        the probe is opened); ``exact_timestamps=True`` reads the stored timestamps for the
+        selection. Where they are not evenly spaced, the stored timestamps give the coordinate
+        and the selection (``attrs["evenly_spaced"]`` False).
         """
         probe_id = self._probe_id(probe_id)
         src = self.lfp_source(probe_id)
-        return lfp_tasks.lfp_dataarray(src, self.channels, probe_id=probe_id,
-                                     session_id=self.ecephys_session_id, time_range=time_range,
-                                     channel_ids=channel_ids, exact_timestamps=exact_timestamps)
+        lfp = lfp_tasks.lfp_dataarray(src, self._channels_all, probe_id=probe_id,
+                                      session_id=self.ecephys_session_id, time_range=time_range,
+                                      channel_ids=channel_ids, exact_timestamps=exact_timestamps)
+        if not mask_invalid_intervals:
+            return lfp
+        name = str(self._probe_row(probe_id)["description"])
+        bad = validity.invalid_intervals(self, [name], stimulus=False)
+        if not len(bad):
+            return lfp
+        t = lfp["time"].to_numpy()
+        valid = ~validity.overlapping(t, t, bad)
+        masked = lfp.where(xr.DataArray(valid, dims=("time",), coords={"time": lfp["time"]}))
+        masked.attrs = dict(lfp.attrs, masked_invalid_samples=int((~valid).sum()))
+        return masked
 
     # ---- spikes -----------------------------------------------------------------------------
     def _presentations(self, ids) -> pd.DataFrame:
@@ -329,15 +511,53 @@ class EcephysSession:
                                           use_rates=use_rates)
 
     def channel_structure_intervals(self, channel_ids) -> tuple[np.ndarray, np.ndarray]:
-        """Structure labels and the index intervals they span along ``channel_ids`` (sorted by
-        probe and depth), as AllenSDK returns them."""
+        """Structure labels and the index intervals they span along ``channel_ids``, in the
+        order given (AllenSDK does not sort them: pass them sorted by depth for a probe's
+        layers)."""
         ch = self.channels.loc[np.asarray(channel_ids)]
-        ch = ch.sort_values(["probe_id", "probe_vertical_position",
-                             "probe_horizontal_position"], kind="stable")
-        acr = ch["structure_acronym"].to_numpy(object)
-        changes = [0] + [i for i in range(1, len(acr))
-                         if not (pd.isna(acr[i]) and pd.isna(acr[i - 1]))
-                         and acr[i] != acr[i - 1]] + [len(acr)]
-        intervals = np.unique(changes)
-        labels = acr[intervals[:-1]]
+        if ch["probe_id"].nunique() > 1:
+            warnings.warn("Calculating structure boundaries across channels from multiple "
+                          "probes.", stacklevel=2)
+        intervals = T.nan_intervals(ch["ecephys_structure_id"].to_numpy()
+                                    if "ecephys_structure_id" in ch else
+                                    ch["structure_acronym"].to_numpy(object))
+        labels = ch["ecephys_structure_acronym" if "ecephys_structure_acronym" in ch
+                    else "structure_acronym"].iloc[intervals[:-1]].to_numpy()
         return labels, intervals
+
+    # ---- waveforms, amplitudes, optotagging, eye tracking, CSD (session_extras.py) ----------
+    @functools.cached_property
+    def mean_waveforms(self) -> session_extras.MeanWaveforms:
+        """``unit_id → DataArray (channel_id, time)``, Dask-backed (AllenSDK: a dict)."""
+        return session_extras.MeanWaveforms(self)
+
+    @functools.cached_property
+    def spike_amplitudes(self) -> SpikeTimes:
+        """``unit_id → amplitudes (V)`` of every unit of the file, read per unit on access."""
+        return session_extras.spike_amplitudes(self)
+
+    @functools.cached_property
+    def optogenetic_stimulation_epochs(self) -> pd.DataFrame:
+        return session_extras.optogenetic_stimulation_epochs(self)
+
+    def get_current_source_density(self, probe_id: int) -> xr.DataArray:
+        """Flash-evoked CSD of the probe, ``CSD`` (virtual_channel_index, time), Dask-backed."""
+        return session_extras.current_source_density(self, probe_id)
+
+    def get_pupil_data(self) -> pd.DataFrame | None:
+        return session_extras.pupil_data(self)
+
+    def get_screen_gaze_data(self, include_filtered_data: bool = False) -> pd.DataFrame | None:
+        return session_extras.screen_gaze_data(self, include_filtered_data)
+
+    @functools.cached_property
+    def _rig_metadata(self) -> dict | None:
+        return session_extras.rig_metadata(self)
+
+    @property
+    def rig_geometry_data(self) -> pd.DataFrame | None:
+        return self._rig_metadata["geometry"] if self._rig_metadata else None
+
+    @property
+    def rig_equipment_name(self) -> str | None:
+        return self._rig_metadata["equipment"] if self._rig_metadata else None

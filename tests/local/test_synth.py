@@ -197,7 +197,9 @@ def test_release_scale_catalog(tiny_cache_dir, tmp_path):
     cache = npd.open_cache(str(root))
     table = cache.get_session_table()
     assert len(table) == 58 and table["probe_count"].sum() == 332
-    assert table["unit_count"].sum() == 5000 and table["channel_count"].sum() == 332 * 384
+    # unit_count counts the units passing the default filters, as AllenSDK's does
+    assert table["unit_count"].sum() == len(cache.get_units()) < 5000
+    assert table["channel_count"].sum() == 332 * 384
     with pytest.raises(CacheNotFoundError, match="NWB file is missing"):
         cache.get_session_data(int(padded["id"].iloc[0]))
     with pytest.raises(ValueError, match="cannot pad"):  # more sessions than the release

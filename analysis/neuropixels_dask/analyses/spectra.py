@@ -130,7 +130,8 @@ def lfp_spectra(session, probe_id: int, stimuli: list[str] | None = None, *,
         overlap = float("nan")
     if not 0 <= overlap < 1:
         raise InvalidSelectionError(f"overlap={overlap!r} must be a fraction in [0, 1).")
-    lfp = session.get_lfp(probe_id, time_range=time_range)
+    # unmasked: the segments leave the invalid intervals out themselves (exclude_invalid)
+    lfp = session.get_lfp(probe_id, mask_invalid_intervals=False, time_range=time_range)
     probe_id = int(lfp.attrs["probe_id"])
     fs = float(lfp.attrs["sampling_rate"])
     intervals = stimulus_intervals(session, stimuli)

@@ -317,6 +317,8 @@ def condition_statistics(counts: np.ndarray, condition_ids: np.ndarray, unit_ids
     else:
         values = counts.astype(np.float64)  # exact for counts < 2**53; numpy means go via float64
     conds = np.unique(condition_ids)
+    if conds.dtype.kind == "f":  # masked (invalid) presentations have none: no group, as upstream
+        conds = conds[~np.isnan(conds)]
     u_order = np.argsort(unit_ids, kind="stable")
     rows_by_cond = [np.flatnonzero(condition_ids == c) for c in conds]
     n_groups = len(conds) * n_u
@@ -342,7 +344,7 @@ def condition_statistics(counts: np.ndarray, condition_ids: np.ndarray, unit_ids
                 [counts[rows_by_cond[c]][:, u_order].sum(axis=0, dtype=np.int64) for c in cs])
     index = pd.MultiIndex.from_arrays(
         [np.tile(unit_ids[u_order], len(conds)).astype(np.int64),
-         np.repeat(conds, n_u).astype(np.int64)],
+         np.repeat(conds, n_u)],  # the table's dtype: float once a presentation is masked
         names=["unit_id", "stimulus_condition_id"])
     columns: dict[str, np.ndarray] = {}
     if not use_rates:

@@ -125,3 +125,11 @@ class SessionReader(ABC):
 
     def invalid_times(self) -> pd.DataFrame:
         return pd.DataFrame(columns=["start_time", "stop_time", "tags"])
+
+    @abstractmethod
+    def session_metadata(self) -> dict:
+        """The subject and session facts of AllenSDK's ``get_metadata``: ``specimen_name``,
+        ``age_in_days``, ``full_genotype``, ``strain``, ``sex``, ``stimulus_name`` (the session
+        type), ``subject_id``, ``age``, ``species``, plus ``session_start_time`` (a datetime)."""
+
+

@@ -23,6 +23,7 @@ import contextlib
 import struct
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, wait
+from datetime import datetime
 
 import h5py
 import numpy as np
@@ -186,7 +187,37 @@ class NWBSessionReader(SessionReader):
             g = f.get("intervals/invalid_times")
             if g is None:
                 return super().invalid_times()
-            return read_table(g)
+            table = read_table(g)
+            if "tags" in g and "tags_index" in g:  # ragged: [scope, scope id, label] per row
+                tags = _decode(g["tags"][()])
+                ends = g["tags_index"][()].astype(np.int64)
+                starts = np.concatenate([[0], ends[:-1]])
+                table["tags"] = pd.Series([np.asarray(tags[a:b], dtype=object)
+                                           for a, b in zip(starts, ends, strict=True)],
+                                          index=table.index, dtype=object)
+            return table
+
+    def session_metadata(self) -> dict:
+        with self._file() as f:
+            subject = f.get("general/subject")
+            attrs = subject.attrs if subject is not None else {}
+
+            def text(path: str) -> str | None:
+                return _str(f[path][()]) if path in f else None
+
+            return {
+                "specimen_name": _plain(attrs.get("specimen_name")),
+                "age_in_days": _plain(attrs.get("age_in_days")),
+                "full_genotype": text("general/subject/genotype"),
+                "strain": text("general/subject/strain"),
+                "sex": text("general/subject/sex"),
+                "stimulus_name": text("general/stimulus"),
+                "subject_id": text("general/subject/subject_id"),
+                "age": text("general/subject/age"),
+                "species": text("general/subject/species"),
+                "session_start_time": datetime.fromisoformat(
+                    _str(_require(f, "session_start_time", self.file_url)[()])),
+            }
 
     def running_speed(self) -> pd.DataFrame:
         with self._file() as f:
@@ -195,7 +226,10 @@ class NWBSessionReader(SessionReader):
                 return pd.DataFrame(columns=["start_time", "end_time", "velocity"])
             ts = g["timestamps"][()]
             v = g["data"][()]
-        end = np.append(ts[1:], ts[-1] + (ts[-1] - ts[-2] if ts.size > 1 else 0.0))
+            ends = f.get("processing/running/running_speed_end_times/timestamps")
+            end = ends[()] if ends is not None else None
+        if end is None:  # older files: each sample ends where the next begins
+            end = np.append(ts[1:], ts[-1] + (ts[-1] - ts[-2] if ts.size > 1 else 0.0))
         return pd.DataFrame({"start_time": ts, "end_time": end, "velocity": v})
 
     def lfp_source(self, probe_id: int, probe_name: str) -> LFPSource:
@@ -329,6 +363,11 @@ def open_session_reader(session_url: str, session_id: int,
 
 def _str(v) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _plain(v):
+    """An HDF5 attribute value as Python/NumPy scalar text or number (``None`` if absent)."""
+    return v.decode() if isinstance(v, bytes) else v
 
 
 def _reads_itself(ds: h5py.Dataset, filters: tuple) -> bool:

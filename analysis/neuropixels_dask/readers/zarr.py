@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import threading
 import warnings
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -300,10 +302,27 @@ class ZarrSessionReader(SessionReader):
     def invalid_times(self) -> pd.DataFrame:
         if zs.INVALID_TIMES_TABLE not in self._info.get("tables", []):
             return super().invalid_times()
-        return self._table(zs.INVALID_TIMES_TABLE)
+        table = self._table(zs.INVALID_TIMES_TABLE)
+        if "tags" in table:  # stored as JSON text (convert.source_tables)
+            table["tags"] = pd.Series([np.asarray(json.loads(t), dtype=object)
+                                       for t in table["tags"]], index=table.index, dtype=object)
+        return table
 
     def running_speed(self) -> pd.DataFrame:
         return self._table(zs.RUNNING_TABLE)
+
+    def _session_info(self, key: str):
+        if key not in self._info:
+            raise InvalidFileError(
+                f"{self.store_url} was converted before the session's metadata (subject, start "
+                "time) were kept in the store: delete it and run `neuropixels-dask convert SRC "
+                f"DST --sessions {self.session_id}` again to have them.")
+        return self._info[key]
+
+    def session_metadata(self) -> dict:
+        meta = dict(self._session_info("session_metadata"))
+        meta["session_start_time"] = datetime.fromisoformat(meta["session_start_time"])
+        return meta
 
     def lfp_source(self, probe_id: int, probe_name: str) -> LFPSource:
         path = zs.lfp_group_path(probe_id)
@@ -387,8 +406,8 @@ def read_rows(arr: zarr.Array, url: str, path: str, storage_options: dict | None
     zarr reads a shard in one GET only when *every* inner chunk of it is wanted; otherwise it
     fetches the shard index and then each wanted chunk in turn — fine for a short window, but
     dozens of sequential requests for a long partial range or the (always partial) last shard of
-    an array. So when more than ``WHOLE_SHARD_MIN_CHUNKS`` chunks of a shard are wanted, the
-    whole shard object is fetched here (all such shards in one concurrent batch) and decoded by
+    an array. So when more than ``WHOLE_SHARD_MIN_CHUNKS`` chunks of a shard, or all of its rows,
+    are wanted, the whole shard object is fetched here (all such shards in one concurrent batch) and decoded by
     zarr from memory; short windows keep zarr's index + chunk reads.
     """
     if i1 <= i0 or arr.shards is None or tuple(arr.shards[1:]) != tuple(arr.shape[1:]):
@@ -398,7 +417,9 @@ def read_rows(arr: zarr.Array, url: str, path: str, storage_options: dict | None
     for s in range(i0 // shard, (i1 - 1) // shard + 1):
         a, b = max(i0, s * shard), min(i1, (s + 1) * shard)
         n_chunks = (b - 1) // chunk - a // chunk + 1
-        pieces.append((s, a, b, n_chunks > WHOLE_SHARD_MIN_CHUNKS))
+        # all of a shard's rows (the last shard's may be fewer chunks than the threshold)
+        every = a == s * shard and b == min(int(arr.shape[0]), (s + 1) * shard)
+        pieces.append((s, a, b, every or n_chunks > WHOLE_SHARD_MIN_CHUNKS))
     whole = [s for s, _, _, w in pieces if w]
     mem = _shards_in_memory(arr, url, path, storage_options, whole) if whole else None
     parts = [_decode((mem if w else arr), url, path, s, a, b) for s, a, b, w in pieces]

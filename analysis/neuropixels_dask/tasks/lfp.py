@@ -51,10 +51,17 @@ def sample_range(src: LFPSource, time_range: tuple[float, float] | None) -> tupl
     if not np.isfinite(start) or not np.isfinite(stop) or stop <= start:
         raise InvalidSelectionError(f"time_range={time_range!r} must be (start, stop) with "
                                     "start < stop, in seconds.")
-    if stop <= src.t_first or start > src.t_last:
+    # the recording covers [first timestamp, last timestamp + one sample); a range reaching
+    # past either end is refused rather than cut short without a word
+    end = src.t_last + (1.0 / src.rate if n > 1 else 0.0)
+    tol = 1e-9 * max(1.0, abs(end))
+    if start < src.t_first - tol or stop > end + tol:
+        where = ("lies outside" if stop <= src.t_first or start > src.t_last
+                 else "reaches outside")
         raise InvalidSelectionError(
-            f"time_range={time_range!r} lies outside this probe's LFP, which covers "
-            f"{src.t_first:.3f} s to {src.t_last:.3f} s.")
+            f"time_range={time_range!r} {where} this probe's LFP, which covers "
+            f"{src.t_first:.6f} s to {end:.6f} s; pass a range inside it (or no time_range "
+            "for all of it).")
     if not src.evenly_spaced:
         ts = stored_timestamps(src)
         return int(np.searchsorted(ts, start, "left")), int(np.searchsorted(ts, stop, "left"))
@@ -133,7 +140,7 @@ def lfp_dataarray(src: LFPSource, channels: pd.DataFrame, *, probe_id: int, sess
         "depth": ("channel", ch["probe_vertical_position"].to_numpy(),
                   {"units": "µm", "long_name": "distance from probe tip"}),
         "structure_acronym": ("channel", ch["structure_acronym"].fillna("").to_numpy(object)),
-        "local_index": ("channel", ch["local_index"].to_numpy()),
+        "probe_channel_number": ("channel", ch["probe_channel_number"].to_numpy()),
     }
     return xr.DataArray(
         data, dims=("time", "channel"), coords=coords, name="LFP",

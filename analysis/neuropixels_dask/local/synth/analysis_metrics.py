@@ -84,7 +84,10 @@ def _window_means(rate: np.ndarray, model: M.SessionModel, table: pd.DataFrame) 
 
 
 def _by(means: np.ndarray, table: pd.DataFrame, col: str) -> pd.Series:
-    return pd.Series(means, index=table.index).groupby(table[col].to_numpy()).mean()
+    """Mean of ``means`` per value of ``table[col]`` (sorted values; bincount, not groupby:
+    this runs for every unit and parameter)."""
+    keys, inverse = np.unique(table[col].to_numpy(), return_inverse=True)
+    return pd.Series(np.bincount(inverse, means) / np.bincount(inverse), index=keys)
 
 
 def unit_metrics(rate: np.ndarray, model: M.SessionModel, truth: M.UnitTruth) -> dict:

@@ -19,9 +19,13 @@ from tqdm.auto import tqdm
 
 from . import analysis_metrics as AM
 from . import catalog as C
+from . import csd as CSD
+from . import eye_tracking as EYE
 from . import invalid_times as IT
 from . import layout as L
 from . import model as M
+from . import optotagging as OPTO
+from . import templates as TPL
 from .nwb_writer import UNIT_METRICS, session_start, write_lfp_nwb, write_session_nwb
 from .presets import PRESETS, Preset
 from .stimulus import build_schedule, session_end
@@ -87,7 +91,13 @@ def _session_task(args: tuple) -> dict:
     # invalid intervals in the last session of a multi-session cache (the first stays clean)
     invalid = (IT.plant(session_id, probes, tables)
                if preset.n_sessions > 1 and s_index == preset.n_sessions - 1 else None)
-    inv_rng = np.random.default_rng([preset.seed, s_index, 24])  # leaves the main stream as is
+    # the extras draw from their own streams: what the main stream draws stays as it was
+    inv_rng = np.random.default_rng([preset.seed, s_index, 24])
+    opto_rng = np.random.default_rng([preset.seed, s_index, 25])
+    # optotagging after the visual schedule: the recording runs on past the model's grid
+    opto = OPTO.schedule(duration + 1.0, preset.n_opto_trials, opto_rng)
+    end = (float(opto["stop_time"].max()) + 2.0) if len(opto) else duration
+    cre = OPTO.is_cre(meta["genotype"])
 
     # ---- units and spikes
     flash = {fam: model.flash_drive(fam) for fam in ("visual", "thalamus", "hippocampus")}
@@ -115,10 +125,23 @@ def _session_task(args: tuple) -> dict:
             del rate
             metrics = C.unit_metrics(rng, quality, fail)
             amp = metrics["amplitude"] * 1e-6 * rng.lognormal(0, 0.2, st.size)
+            # after the grid: baseline firing, plus light-evoked spikes of tagged units
+            tagged = bool(cre and fam == "visual" and quality == "good"
+                          and opto_rng.random() < OPTO.FRACTION_TAGGED)
+            latency = float(opto_rng.uniform(*OPTO.LATENCY_RANGE_S)) if tagged else None
+            extra = duration + np.sort(opto_rng.uniform(0, end - duration,
+                                                        opto_rng.poisson(truth.base_rate
+                                                                         * (end - duration))))
+            if tagged:
+                extra = np.sort(np.concatenate([extra, OPTO.evoked_spikes(opto, latency,
+                                                                           opto_rng)]))
+            st = np.concatenate([st, extra])
+            amp = np.concatenate([amp, metrics["amplitude"] * 1e-6
+                                  * opto_rng.lognormal(0, 0.2, extra.size)])
             if invalid is not None:
                 keep = IT.spike_mask(st, IT.probe_intervals(invalid, p), inv_rng)
                 st, amp = st[keep], amp[keep]
-            metrics["firing_rate"] = st.size / duration
+            metrics["firing_rate"] = st.size / end
             unit_rows.append({"id": uid, "cluster_id": local_unit + 3 * p_i,
                               "local_index": local_unit, "peak_channel_id": int(p.channel_ids[ch]),
                               "quality": quality, **metrics})
@@ -126,19 +149,27 @@ def _session_task(args: tuple) -> dict:
             amps.append(amp)
             waves.append(_mean_waveform(ch, metrics["amplitude"]))
             truths[str(uid)] = {**asdict(truth), "probe_id": p.probe_id, "fails_filter": fail,
-                                "n_spikes": int(st.size)}
+                                "n_spikes": int(st.size), "optotagged": tagged,
+                                "opto_latency_s": latency,
+                                "waveform_peak_channel_id": int(p.channel_ids[ch])}
             uid += 1
     units = pd.DataFrame(unit_rows).set_index("id")
 
     # ---- running speed, 60 Hz
     rt = np.arange(0.0, duration, 1 / 60.0)
-    speed = np.abs(np.cumsum(rng.normal(0, 0.5, rt.size))) % 40.0
+    walk = np.cumsum(rng.normal(0, 0.5, rt.size))
+    # on through the optotagging epoch (own stream)
+    rt_tail = np.arange(rt[-1] + 1 / 60.0, end, 1 / 60.0)
+    walk = np.concatenate([walk, walk[-1] + np.cumsum(opto_rng.normal(0, 0.5, rt_tail.size))])
+    rt = np.concatenate([rt, rt_tail])
+    speed = np.abs(walk) % 40.0
+    eye = EYE.simulate(end, (rt, speed), np.random.default_rng([preset.seed, s_index, 26]))
 
     folder = os.path.join(out_dir, f"session_{session_id}")
     os.makedirs(folder, exist_ok=True)
     write_session_nwb(os.path.join(folder, f"session_{session_id}.nwb"), session_id, meta,
                       probes, units, spikes, amps, waves, tables, (rt, speed), start,
-                      invalid_times=invalid)
+                      invalid_times=invalid, optotagging=opto, eye_tracking=eye)
     del spikes, amps, waves
     metrics = AM.table(metric_rows)
     metrics.to_csv(os.path.join(folder, f"session_{session_id}_analysis_metrics.csv"))
@@ -149,11 +180,14 @@ def _session_task(args: tuple) -> dict:
             continue
         fs = p.lfp_sampling_rate / L.LFP_SUBSAMPLING
         t0 = 13.6 + float(rng.uniform(-0.05, 0.05))
+        # the LFP ends with the visual schedule, as before the optotagging epoch existed: its
+        # files keep their size and chunk count (tests budget requests on their B-trees)
         n = int((duration - t0) * fs)
         ts = t0 + np.arange(n) / fs
         synth = M.LFPSynthesizer(model, p.acronyms[p.lfp_local_indices], t0, fs,
                                  seed=int(rng.integers(2**31)),
-                                 corrupt=IT.lfp_corruption(IT.probe_intervals(invalid, p)))
+                                 corrupt=IT.lfp_corruption(IT.probe_intervals(invalid, p)),
+                                 evoked=CSD.lfp_profile(p))
         write_lfp_nwb(os.path.join(folder, f"probe_{p.probe_id}_lfp.nwb"), session_id, meta, p,
                       synth, ts, start)
         lfp_truth[str(p.probe_id)] = {"sampling_rate": fs, "n_samples": n, "t0": t0,
@@ -169,7 +203,13 @@ def _session_task(args: tuple) -> dict:
         "session": session_row, "probes": probe_rows, "channels": channel_rows,
         "units": unit_csv.to_dict("records"), "session_type": meta["session_type"],
         "analysis_metrics": metrics,
-        "truth": {"session_id": session_id, "duration": duration, "areas": areas,
+        "truth": {"session_id": session_id, "duration": end, "areas": areas,
+                  "visual_schedule_end": duration,
+                  "optotagging": {"cre": cre, "trials": int(len(opto)),
+                                  "start": float(opto["start_time"].min()) if len(opto)
+                                  else None},
+                  "csd_sink_depth_um": {str(p.probe_id): CSD.sink_depth(p) for p in probes
+                                        if p.has_lfp},
                   "units": truths, "lfp": lfp_truth,
                   "invalid_times": ([] if invalid is None else
                                     invalid.to_dict("records")),
@@ -186,7 +226,7 @@ def _ground_truth_header(preset: Preset) -> dict:
     if not preset.release_catalog:  # caches generated before the knob existed stay reusable
         knobs.pop("release_catalog")
     return {
-        "generator": {"preset": knobs, "format_version": 7},
+        "generator": {"preset": knobs, "format_version": 10},
         "rhythms": {fam: {"frequency_hz": f, "amplitude_v": a}
                     for fam, (f, a) in M.RHYTHM.items()},
         "gamma_grating_power_gain": M.GAMMA_GRATING_GAIN ** 2,
@@ -280,6 +320,7 @@ def generate_cache(url: str, preset: str | Preset = "tiny", *, reuse: bool = Tru
             parts = [r["analysis_metrics"] for r in results if r["session_type"] == kind]
             typewise = pd.concat(parts) if parts else AM.table({})
             typewise.to_csv(os.path.join(out_dir, f"{kind}_analysis_metrics.csv"))
+        TPL.write_all(out_dir, p.template_scale)
         with open(os.path.join(out_dir, "manifest.json"), "w") as f:
             json.dump(manifest(), f, indent=2)
         truth = {**header, "sessions": {str(r["truth"]["session_id"]): r["truth"]

@@ -165,8 +165,11 @@ class LFPSynthesizer:
 
     def __init__(self, model: SessionModel, acronyms: np.ndarray, timestamps_t0: float,
                  fs: float, seed: int,
-                 corrupt: list[tuple[float, float, str]] | None = None):
+                 corrupt: list[tuple[float, float, str]] | None = None,
+                 evoked: np.ndarray | None = None):
         self.model = model
+        #: per channel: the flash-evoked potential's amplitude (V at its peak; ``csd.py``)
+        self.evoked = evoked
         #: ``(start, stop, 'saturate' | 'flat')``: invalid intervals (``invalid_times.py``)
         self.corrupt = corrupt or []
         self.acronyms = acronyms
@@ -214,6 +217,15 @@ class LFPSynthesizer:
             rhythm = amp * envelope * np.sin(phi)
             cols = self.acronyms == area
             out[:, cols] += rhythm[:, None] * self.depth_gain[cols][None, :]
+        if self.evoked is not None and np.any(self.evoked):
+            from .csd import kernel
+
+            reach = 1.0  # s after onset; the kernel is < 1e-15 of its peak by then
+            near = self.model.flash_onsets[(self.model.flash_onsets < t[-1])
+                                           & (self.model.flash_onsets + reach > t[0])]
+            for onset in near:
+                k = np.where(t - onset < reach, kernel(t - onset), 0.0)
+                out += k[:, None] * self.evoked[None, :]
         for a, b, kind in self.corrupt:
             inside = (t >= a) & (t <= b)
             if inside.any():

@@ -15,9 +15,11 @@ from hdmf.data_utils import GenericDataChunkIterator
 from pynwb import NWBHDF5IO, NWBFile, TimeSeries
 from pynwb.ecephys import LFP
 from pynwb.epoch import TimeIntervals
-from pynwb.file import Subject
 from pynwb.misc import Units
 
+from . import csd as csd_extra
+from . import eye_tracking as eye_extra
+from . import optotagging as opto_extra
 from .extension import ecephys_types
 from .layout import LFP_CHUNKS, RAW_SAMPLING_RATE, ProbeLayout
 from .model import LFPSynthesizer
@@ -37,12 +39,13 @@ UNIT_METRICS = ["PT_ratio", "amplitude", "amplitude_cutoff", "cumulative_drift",
 
 def _new_file(session_id: int, description: str, start: datetime, meta: dict,
               identifier: str | None = None) -> NWBFile:
-    # The real files use ndx-aibs-ecephys' EcephysSpecimen; pynwb's generated subclass of Subject
-    # cannot write the ``age`` reference attribute, so the core Subject carries the same facts.
-    subject = Subject(
+    # ndx-aibs-ecephys' EcephysSpecimen, as in the real files: a Subject plus the specimen's name
+    # and age in days as attributes (what AllenSDK's ``session.metadata`` reads)
+    subject = ecephys_types()["EcephysSpecimen"](
         subject_id=str(meta["specimen_id"]), species="Mus musculus", sex=meta["sex"],
         genotype=meta["genotype"], age=f"P{int(meta['age_in_days'])}D", strain="C57BL/6J",
-        description=f"specimen {meta['specimen_id']}, age_in_days={meta['age_in_days']}")
+        description=f"specimen {meta['specimen_id']}", specimen_name=specimen_name(meta),
+        age_in_days=float(meta["age_in_days"]))
     return NWBFile(session_description=description, identifier=identifier or str(session_id),
                    session_start_time=start, session_id=str(session_id),
                    institution="Allen Institute for Brain Science (synthetic)",
@@ -51,6 +54,15 @@ def _new_file(session_id: int, description: str, start: datetime, meta: dict,
                    "with known ground truth (see synthetic_ground_truth.json)",
                    keywords=["ecephys", "Neuropixels", "visual coding", "synthetic"],
                    stimulus_notes=meta["session_type"], subject=subject)
+
+
+def specimen_name(meta: dict) -> str:
+    """The specimen's name as the release spells it: the Cre line, the reporter and a number
+    (``Sst-IRES-Cre;Ai32-700000079``; wild type: ``C57BL6J-700000079``)."""
+    if str(meta["genotype"]).startswith("wt"):
+        return f"C57BL6J-{meta['specimen_id']}"
+    lines = [g.split("/")[0].split("(")[0] for g in str(meta["genotype"]).split(";")]
+    return f"{';'.join(lines)}-{meta['specimen_id']}"
 
 
 def _add_probes(nwb: NWBFile, probes: list[ProbeLayout], only: ProbeLayout | None = None) -> dict:
@@ -101,10 +113,13 @@ def write_session_nwb(path: str, session_id: int, meta: dict, probes: list[Probe
                       spike_amplitudes: list[np.ndarray], waveforms: list[np.ndarray],
                       tables: dict[str, pd.DataFrame],
                       running: tuple[np.ndarray, np.ndarray], start: datetime,
-                      invalid_times: pd.DataFrame | None = None) -> None:
+                      invalid_times: pd.DataFrame | None = None,
+                      optotagging: pd.DataFrame | None = None,
+                      eye_tracking: dict | None = None) -> None:
     """Write ``session_<id>.nwb``: probes, electrodes, units (ragged spikes), stimuli, running,
     and ``/intervals/invalid_times`` when there are any (``start_time, stop_time, tags``, as
-    AllenSDK's ``add_invalid_times`` writes it)."""
+    AllenSDK's ``add_invalid_times`` writes it), the optotagging table (``optotagging.py``) and
+    eye tracking (``eye_tracking.py``)."""
     nwb = _new_file(session_id, "Data and metadata for an Ecephys session", start, meta)
     groups = _add_probes(nwb, probes)
     _add_electrodes(nwb, probes, groups)
@@ -121,6 +136,10 @@ def write_session_nwb(path: str, session_id: int, meta: dict, probes: list[Probe
                             description=f"Quality/waveform metric {m}")
     nwb.add_unit_column(name="spike_amplitudes", description="Amplitude of each spike (V)",
                         index=True)
+    # ragged, 384 rows of 82 samples per unit, as AllenSDK's add_ragged_data_to_dynamic_table
+    # writes it (not the 3-D column pynwb would make)
+    nwb.add_unit_column(name="waveform_mean", description="mean waveforms on peak channels "
+                        "(over samples)", index=True)
     for k, row in enumerate(units.itertuples()):
         kw = {NWB_UNIT_NAMES.get(m, m): float(getattr(row, m)) for m in UNIT_METRICS}
         nwb.add_unit(id=int(row.Index), spike_times=spike_times[k],
@@ -155,6 +174,16 @@ def write_session_nwb(path: str, session_id: int, meta: dict, probes: list[Probe
                                                            compression="gzip"),
                        timestamps=H5DataIO(ts, compression="gzip"), unit="cm/s",
                        description="Running speed of the animal on the wheel"))
+    # each sample's end time, as the real files keep it (AllenSDK's running_speed reads it)
+    ends = np.append(ts[1:], ts[-1] + (ts[-1] - ts[-2] if ts.size > 1 else 0.0))
+    mod.add(TimeSeries(name="running_speed_end_times",
+                       data=H5DataIO(speed.astype(np.float32), compression="gzip"),
+                       timestamps=H5DataIO(ends, compression="gzip"), unit="cm/s",
+                       description="Running speed, stamped at each sample's end"))
+    if optotagging is not None:
+        opto_extra.add_to_nwb(nwb, optotagging)
+    if eye_tracking is not None:
+        eye_extra.add_to_nwb(nwb, eye_tracking)
     with NWBHDF5IO(path, "w") as io:
         io.write(nwb, cache_spec=True)
     _legacy_electrodes_type(path)
@@ -213,6 +242,7 @@ def write_lfp_nwb(path: str, session_id: int, meta: dict, probe: ProbeLayout,
         timestamps=H5DataIO(timestamps, compression="gzip", compression_opts=9),
         electrodes=region, conversion=1.0, resolution=-1.0,
         description="LFP (1 kHz low-pass), subsampled to ~1250 Hz")
+    csd_extra.add_to_nwb(nwb, probe)
     with NWBHDF5IO(path, "w") as io:
         io.write(nwb, cache_spec=True)
     _legacy_electrodes_type(path)

@@ -26,6 +26,10 @@ class Preset:
     #: Pad the cache tables with catalog-only sessions to the release's size (58 sessions,
     #: 332 probes, ~99k units; ``catalog.py``): how fast a catalog opens depends on that.
     release_catalog: bool = False
+    #: Optotagging trials in the epoch after the visual stimuli (``optotagging.py``).
+    n_opto_trials: int = 12
+    #: Size of the natural scene/movie templates relative to the release's (``templates.py``).
+    template_scale: float = 0.05
     seed: int = 0
 
     def with_overrides(self, **kwargs: object) -> Preset:
@@ -61,6 +65,8 @@ PRESETS: dict[str, Preset] = {
         n_flashes=40,
         n_static_gratings=120,
         n_natural_scenes=120,
+        n_opto_trials=60,
+        template_scale=0.25,
     ),
     # Realistic scale for benchmarks: ~1 h per session, 95 LFP channels per probe (GBs in all).
     "bench": Preset(
@@ -72,5 +78,7 @@ PRESETS: dict[str, Preset] = {
         n_flashes=150,
         n_static_gratings=3000,
         n_natural_scenes=3000,
+        n_opto_trials=300,
+        template_scale=0.25,  # templates are not benchmarked
     ),
 }
