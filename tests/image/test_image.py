@@ -25,7 +25,9 @@ from packaging.utils import canonicalize_name
 from plugins.lock import locked
 from test_import import FORBIDDEN, PROBE, SCIENCE_STACK, top_level
 
-pytestmark = pytest.mark.slow
+# a cold build (debootstrap, then the locked environment from PyPI) takes minutes, and it runs
+# in the setup of this module's first test: the suite's 300 s per test would cut it short
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_SH = REPO / "scripts" / "image.sh"
