@@ -20,17 +20,13 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from reliability_support import fresh_cache
+from reliability_support import NO_FILTERS, SMALL, fresh_cache
 
 import neuropixels_dask as npd
 from neuropixels_dask import convert as cv
 from neuropixels_dask import verify
 from neuropixels_dask import zarrstore as zs
 from neuropixels_dask.errors import DamagedStoreError
-
-SMALL = zs.Layout(lfp_chunk=1250, lfp_chunks_per_shard=16, spike_chunk=4096)
-NO_FILTERS = {"amplitude_cutoff_maximum": None, "presence_ratio_minimum": None,
-              "isi_violations_maximum": None, "filter_by_validity": False}
 
 pytestmark = pytest.mark.usefixtures("close_handles_after_module")
 

@@ -19,17 +19,13 @@ import pytest
 import zarr
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from reliability_support import fresh_cache
+from reliability_support import NO_FILTERS, SMALL, fresh_cache
 
 from neuropixels_dask import convert as cv
 from neuropixels_dask import verify
 from neuropixels_dask import zarrstore as zs
 from neuropixels_dask.errors import NeuropixelsDaskError
 from neuropixels_dask.readers import read_spike_ranges
-
-SMALL = zs.Layout(lfp_chunk=1250, lfp_chunks_per_shard=16, spike_chunk=4096)
-NO_FILTERS = {"amplitude_cutoff_maximum": None, "presence_ratio_minimum": None,
-              "isi_violations_maximum": None, "filter_by_validity": False}
 
 pytestmark = pytest.mark.usefixtures("close_handles_after_module")
 
