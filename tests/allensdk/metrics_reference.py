@@ -1,10 +1,12 @@
-"""Run inside the AllenSDK 2.16.2 environment: AllenSDK's own drifting-grating metrics of one
-synthetic session, and its osi/dsi/threshold_rf functions on given arrays, for
-``tests/test_analyses.py`` to compare with ``neuropixels_dask``.
+"""Run inside the AllenSDK 2.16.2 environment: AllenSDK's own drifting-grating metrics and
+receptive fields of one synthetic session, and its osi/dsi/threshold_rf functions on given
+arrays, for ``tests/test_analyses.py`` to compare with ``neuropixels_dask``.
 
 The metrics come from the methods ``DriftingGratings.metrics`` calls for these columns
 (``_get_pref_ori``, ``_get_pref_tf``, ``_get_selectivity``); ``metrics`` itself also computes
-running modulation, F1/F0 and more, which the synthetic sessions do not support.
+running modulation, F1/F0 and more, which the synthetic sessions do not support. The receptive
+fields are ``ReceptiveFieldMapping.get_receptive_field`` and ``_get_rf_stats`` (the method its
+``metrics`` calls) of every unit.
 
 Usage: python metrics_reference.py SESSION_FOLDER ARRAYS.npz OUT.json
 (writes OUT.json per unit and OUT.json.arrays for the arrays)
@@ -45,18 +47,26 @@ for unit in dg.unit_ids:
     rows[int(unit)] = {"pref_ori_dg": float(dg._get_pref_ori(unit)), "pref_tf_dg": float(tf),
                        "g_osi_dg": float(dg._get_selectivity(unit, tf, "osi")),
                        "g_dsi_dg": float(dg._get_selectivity(unit, tf, "dsi"))}
+rf_mapping = rfm.ReceptiveFieldMapping(session)
+for unit in rf_mapping.unit_ids:
+    azimuth, elevation, _, _, area, _, _ = rf_mapping._get_rf_stats(unit)
+    rows[int(unit)].update({"azimuth_rf": float(azimuth), "elevation_rf": float(elevation),
+                            "area_rf": float(area),
+                            "rf_map": rf_mapping.get_receptive_field(unit).tolist()})
 with open(out, "w") as f:
     json.dump(rows, f)
 
 a = np.load(arrays)
 rad = deg2rad(a["oris"]).astype("complex128")
-rf = []
+rf = {"int": [], "float": []}  # AllenSDK's integer maps, and the same maps as float
 for m in a["rfs"]:
-    _, azimuth, elevation, area = rfm.threshold_rf(m, 0.5)
-    rf.append([rfm.convert_azimuth_to_degrees(azimuth),
-               rfm.convert_elevation_to_degrees(elevation),
-               rfm.convert_pixel_area_to_degrees(area)])
+    for kind, typed in (("int", m), ("float", m.astype(float))):
+        _, azimuth, elevation, area = rfm.threshold_rf(typed, 0.5)
+        rf[kind].append([rfm.convert_azimuth_to_degrees(azimuth),
+                         rfm.convert_elevation_to_degrees(elevation),
+                         rfm.convert_pixel_area_to_degrees(area)])
 with open(out + ".arrays", "w") as f:
     json.dump({"osi": [float(osi(rad, t)) for t in a["tunings"]],
-               "dsi": [float(dsi(rad, t)) for t in a["tunings"]], "rf": rf}, f)
+               "dsi": [float(dsi(rad, t)) for t in a["tunings"]], "rf": rf["int"],
+               "rf_float": rf["float"]}, f)
 print("ok")

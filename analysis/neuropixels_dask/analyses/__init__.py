@@ -6,6 +6,7 @@ units, probes and sessions.
 
 from ..tasks.sessions import SessionResults, map_sessions
 from .correlations import spike_count_correlations
+from .receptive_fields import receptive_field_centres, receptive_fields
 from .spectra import (
     by_structure,
     lfp_spectra,
@@ -18,13 +19,12 @@ from .spiking import (
     preferred,
     psth,
     psth_by_structure,
-    receptive_field_centres,
     tuning_contrast,
     tuning_curves,
 )
 
 __all__ = ["SessionResults", "by_structure", "grating_metrics", "lfp_spectra", "map_sessions",
            "peak_frequency", "preferred", "psth", "psth_by_structure", "receptive_field_centres",
-           "relative_to",
+           "receptive_fields", "relative_to",
            "session_structure_spectra", "spike_count_correlations", "tuning_contrast",
            "tuning_curves"]

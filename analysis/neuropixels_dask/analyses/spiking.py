@@ -1,5 +1,5 @@
 """Spike-train analyses: PSTHs (per unit, per condition, per structure), tuning curves and
-AllenSDK's drifting-grating metrics.
+AllenSDK's drifting-grating metrics (receptive fields: ``receptive_fields.py``).
 
 Built on ``presentationwise_spike_counts`` (lazy, one task per group of units), so they run on
 the cluster and combine across sessions with ``map_sessions``; the statistics are the kernels of
@@ -290,64 +290,3 @@ def grating_metrics(session, unit_ids=None, *, stimulus_name: str = "drifting_gr
                                        "g_dsi_dg: 0–1, n_trials: presentations",
                               **_skipped(valid)})
     return out
-
-
-RF_STIMULI = ("receptive_field_mapping", "gabor", "gabors")
-RF_METRICS = ("azimuth_rf", "elevation_rf", "area_rf", "n_spikes")
-
-
-def receptive_field_centres(session, unit_ids=None, *, stimulus_name: str | None = None,
-                            mask_threshold: float = 0.5, minimum_spike_count: int = 10,
-                            exclude_invalid: bool = True) -> xr.DataArray:
-    """Receptive-field centres from the Gabor-patch mapping stimulus, as the release's
-    ``azimuth_rf`` / ``elevation_rf`` / ``area_rf`` (AllenSDK ``ReceptiveFieldMapping``): spike
-    counts 0–249 ms after each onset, summed per (elevation, azimuth) position (elevation
-    flipped, ``40 − y_position``), then :func:`kernels.responses.rf_centre`. Units with fewer
-    than ``minimum_spike_count`` spikes in all presentations are NaN, as upstream. Lazy:
-    ``(unit_id, metric)``."""
-    shown = list(session.stimulus_names)
-    if stimulus_name is None:
-        found = [n for n in shown if n.lower().startswith(RF_STIMULI)]
-        if not found:
-            raise InvalidSelectionError(
-                f"Session {session.ecephys_session_id} shows no receptive-field mapping "
-                f"stimulus (one of {list(RF_STIMULI)}); shown: {shown}.")
-        stimulus_name = found[0]
-    stimulus_name = checks.stimulus_names(session, [stimulus_name])[0]
-    pres = session.get_stimulus_table(stimulus_name)
-    for p in ("x_position", "y_position"):
-        checks.parameter(pres, p, stimulus_name)
-    pres = pres[(pres["x_position"].astype(str) != NULL)
-                & (pres["y_position"].astype(str) != NULL)]
-    xs, xi = np.unique(_numeric_parameter(pres, "x_position", stimulus_name),
-                       return_inverse=True)
-    ys, yi = np.unique(40.0 - _numeric_parameter(pres, "y_position", stimulus_name),
-                       return_inverse=True)
-    units = checks.units(session, unit_ids)
-    edges = np.array([0.0, 0.249])
-    counts = session.presentationwise_spike_counts(edges, pres.index, units.index)
-    valid = _trial_validity(session, units, pres, 0.0, 0.249, exclude_invalid)
-
-    def kernel(c, v):
-        c = np.where(v, c[:, 0, :], 0).astype(np.float64)
-        out = np.full((len(RF_METRICS), c.shape[1]), np.nan)
-        for u in range(c.shape[1]):
-            rf = np.zeros((ys.size, xs.size))
-            np.add.at(rf, (yi.ravel(), xi.ravel()), c[:, u])
-            out[3, u] = rf.sum()
-            if rf.sum() >= minimum_spike_count:
-                out[:3, u] = R.rf_centre(rf, mask_threshold)
-        return out
-
-    data = counts.data.rechunk({0: -1})
-    valid_d = da.from_array(valid[:, None, :], chunks=((valid.shape[0],), (1,),
-                                                       data.chunks[2]))
-    arr = da.map_blocks(lambda c, v: kernel(c, v[:, 0, :]), data, valid_d, drop_axis=[1],
-                        chunks=((len(RF_METRICS),), data.chunks[2]), dtype=np.float64)
-    return xr.DataArray(arr.T, dims=("unit_id", "metric"),
-                        coords={"unit_id": units.index.to_numpy(), "metric": list(RF_METRICS)},
-                        name="receptive_field",
-                        attrs={"units": "azimuth/elevation: degrees, area: degrees²",
-                               "stimulus_name": stimulus_name, "mask_threshold": mask_threshold,
-                               "session_id": session.ecephys_session_id,
-                               **_skipped(valid)})

@@ -176,7 +176,8 @@ RF_AZIMUTH_OFFSET = 10.0
 RF_ELEVATION_OFFSET = -30.0
 
 
-def rf_centre(rf: np.ndarray, mask_threshold: float = 0.5) -> tuple[float, float, float]:
+def rf_centre(rf: np.ndarray, mask_threshold: float = 0.5,
+              integer_smoothing: bool = False) -> tuple[float, float, float]:
     """Receptive-field centre as AllenSDK's ``ReceptiveFieldMapping`` finds it: ``(azimuth_rf,
     elevation_rf, area_rf)`` in degrees (and degrees²).
 
@@ -186,13 +187,21 @@ def rf_centre(rf: np.ndarray, mask_threshold: float = 0.5) -> tuple[float, float
     maximum is the field, and its centre of mass (in positions) is converted to degrees:
     azimuth ``10·x + 10``, elevation ``10·(8 − y) − 30`` (AllenSDK's ``threshold_rf`` and
     ``convert_*_to_degrees``).
+
+    AllenSDK smooths its maps of integer spike counts in their integer type (scipy keeps the
+    input's dtype), so every smoothed value is truncated: sparse maps smooth to a few levels or
+    to all zeros (then the field is NaN with area 0). ``integer_smoothing=True`` does the same
+    and reproduces AllenSDK's and the release's numbers exactly; the default smooths in float64.
     """
     rf = np.asarray(rf, dtype=np.float64)
-    filt = ndimage.gaussian_filter(rf, 1)
+    filt = (ndimage.gaussian_filter(np.round(rf).astype(np.int64), 1).astype(np.float64)
+            if integer_smoothing else ndimage.gaussian_filter(rf, 1))
     thresh = filt > np.max(filt) - np.std(filt) * mask_threshold
     labels, _ = ndimage.label(thresh)
     best = np.argmax(ndimage.maximum(filt, labels=labels, index=np.unique(labels)))
     mask = (labels == best) & (labels > 0)
+    if not mask.any():  # nothing above the threshold (a flat map): no field, as AllenSDK
+        return float("nan"), float("nan"), 0.0
     cy, cx = ndimage.center_of_mass(mask.astype(np.float64))
     cx, cy = np.around(cx, 4), np.around(cy, 4)
     d = RF_DEGREES_PER_POSITION

@@ -11,8 +11,10 @@ Here every value is **ground truth**: it is computed from each unit's firing *in
 the spikes were drawn from, ``model.unit_rate``), not from the noisy spikes, so an analysis of the
 spikes should recover it within sampling error. Where the model plants a value it is written
 exactly: the preferred orientation of a tuned visual unit, the analytic global OSI/DSI of its
-tuning curve (0 for units without tuning), the flash latency of a flash-responsive unit. Metrics the
-model has no ground truth for (receptive fields: the synthetic schedule has no Gabor stimulus;
+tuning curve (0 for units without tuning), the flash latency of a flash-responsive unit, the
+receptive-field centre of a visual or thalamic unit (``azimuth_rf``, ``elevation_rf``: the planted
+centre in AllenSDK's degrees, :func:`rf_degrees`). Metrics the model has no ground truth for (the
+thresholded RF's area and the Gaussian fit's width and height, which depend on the estimator;
 Fano factors and running modulation: the model has neither) are NaN, and ``*_multi_*`` flags are
 False (the model plants a single preference).
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ...kernels import responses as R
 from . import model as M
 from .layout import area_family
 
@@ -90,6 +93,21 @@ def _by(means: np.ndarray, table: pd.DataFrame, col: str) -> pd.Series:
     return pd.Series(np.bincount(inverse, means) / np.bincount(inverse), index=keys)
 
 
+def rf_degrees(x: float, y: float, table: pd.DataFrame) -> tuple[float, float]:
+    """A point ``(x_position, y_position)`` of the Gabor grid in ``table``, in the release's
+    ``azimuth_rf`` / ``elevation_rf`` degrees: AllenSDK converts the centre of mass in grid
+    positions (columns: x ascending; rows: y descending) with ``convert_azimuth_to_degrees`` and
+    ``convert_elevation_to_degrees``, so on the release's grid (−40…40° in 10° steps)
+    azimuth = x + 50 and elevation = y + 10."""
+    xs = np.unique(table["x_position"].to_numpy(float))
+    ys = np.unique(table["y_position"].to_numpy(float))
+    step = R.RF_DEGREES_PER_POSITION
+    col = (x - xs.min()) / np.diff(xs).min()
+    row_from_bottom = (y - ys.min()) / np.diff(ys).min()
+    return (float(col * step + R.RF_AZIMUTH_OFFSET),
+            float(row_from_bottom * step + R.RF_ELEVATION_OFFSET))
+
+
 def unit_metrics(rate: np.ndarray, model: M.SessionModel, truth: M.UnitTruth) -> dict:
     """One unit's row of the analysis-metrics table (see the module docstring)."""
     row: dict = {c: np.nan for c in FLOAT_COLUMNS}
@@ -140,6 +158,13 @@ def unit_metrics(rate: np.ndarray, model: M.SessionModel, truth: M.UnitTruth) ->
         fam = area_family(truth.area)
         if truth.flash_responsive and truth.quality != "noise" and fam in M.FLASH_LATENCY:
             row["time_to_peak_fl"] = float(M.FLASH_LATENCY[fam])
+    gb = tables.get("gabors")
+    if gb is not None and len(gb):
+        means = _window_means(rate, model, gb)
+        row["firing_rate_rf"] = float(means.mean())
+        if truth.rf_centre is not None and truth.quality != "noise":
+            row["azimuth_rf"], row["elevation_rf"] = rf_degrees(*truth.rf_centre, gb)
+            row["on_screen_rf"] = True
     return row
 
 

@@ -94,6 +94,7 @@ def _session_task(args: tuple) -> dict:
     # the extras draw from their own streams: what the main stream draws stays as it was
     inv_rng = np.random.default_rng([preset.seed, s_index, 24])
     opto_rng = np.random.default_rng([preset.seed, s_index, 25])
+    rf_rng = np.random.default_rng([preset.seed, s_index, 27])
     # optotagging after the visual schedule: the recording runs on past the model's grid
     opto = OPTO.schedule(duration + 1.0, preset.n_opto_trials, opto_rng)
     end = (float(opto["stop_time"].max()) + 2.0) if len(opto) else duration
@@ -117,7 +118,10 @@ def _session_task(args: tuple) -> dict:
             truth = M.UnitTruth(
                 unit_id=uid, area=area, base_rate=float(np.exp(rng.normal(1.3, 0.5))),
                 preferred_orientation=(float(rng.choice(L_ORI)) if fam == "visual" else None),
-                flash_responsive=fam in M.FLASH_LATENCY and rng.random() < 0.8, quality=quality)
+                flash_responsive=fam in M.FLASH_LATENCY and rng.random() < 0.8, quality=quality,
+                rf_centre=(tuple(float(v) for v in rf_rng.uniform(-M.RF_CENTRE_RANGE_DEG,
+                                                                  M.RF_CENTRE_RANGE_DEG, 2))
+                           if fam in M.RF_FAMILIES else None))
             rate = M.unit_rate(model, truth, flash[fam or "hippocampus"])
             st = M.spikes_from_rate(rate, model.t0, rng)
             if quality == "good":
@@ -226,13 +230,19 @@ def _ground_truth_header(preset: Preset) -> dict:
     if not preset.release_catalog:  # caches generated before the knob existed stay reusable
         knobs.pop("release_catalog")
     return {
-        "generator": {"preset": knobs, "format_version": 10},
+        "generator": {"preset": knobs, "format_version": 11},
         "rhythms": {fam: {"frequency_hz": f, "amplitude_v": a}
                     for fam, (f, a) in M.RHYTHM.items()},
         "gamma_grating_power_gain": M.GAMMA_GRATING_GAIN ** 2,
         "tuning": {"gain": M.TUNING_GAIN, "kappa": M.TUNING_KAPPA,
                    "stimulus": "drifting_gratings", "parameter": "orientation"},
         "flash_latency_s": M.FLASH_LATENCY,
+        "receptive_fields": {
+            "stimulus": "gabors", "gain": M.RF_GAIN, "sigma_deg": M.RF_SIGMA_DEG,
+            "families": list(M.RF_FAMILIES),
+            "description": "units[...]['rf_centre'] is (x_position, y_position) in the "
+                           "stimulus's degrees; the release's azimuth_rf = x + 50, "
+                           "elevation_rf = y + 10 (AllenSDK's conversion of the 9 × 9 grid)"},
         "correlations": {
             "description": "During drifting_gratings one latent gain drives all visual areas "
                            "(spike counts and gamma power co-fluctuate across probes); in other "

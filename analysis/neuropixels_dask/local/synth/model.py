@@ -7,6 +7,9 @@ so that areas on different probes can share latent fluctuations:
   their LFP carries narrowband gamma (``GAMMA_HZ``) whose amplitude rises during gratings.
 * **Hippocampus** (CA1, DG): theta (``THETA_HZ``) in the LFP and theta-modulated firing.
 * **Thalamus** (LGd, LP): a spindle-band rhythm (``SPINDLE_HZ``) and fast flash responses.
+* **Receptive fields**: visual and thalamic units fire more while a Gabor patch is shown near
+  their planted receptive-field centre (a Gaussian of ``RF_SIGMA_DEG`` around it, peak gain
+  ``RF_GAIN``), so the Gabor mapping stimulus recovers the centre.
 * **Cross-area coupling**: during drifting gratings one latent gain signal drives *all* visual
   areas (across probes), so spike-count and gamma-power correlations between areas are high; in
   other epochs each area has its own latent, so those correlations are low.
@@ -40,6 +43,12 @@ FLASH_GAIN = 4.0
 FLASH_LATENCY = {"visual": 0.045, "thalamus": 0.030}
 FLASH_WIDTH = 0.04
 THETA_SPIKE_MODULATION = 0.5
+#: Receptive fields: rate × (1 + RF_GAIN · exp(−d² / 2σ²)) while a Gabor patch is shown at distance
+#: d (stimulus degrees) from the unit's centre; centres are drawn inside ±RF_CENTRE_RANGE_DEG.
+RF_GAIN = 8.0
+RF_SIGMA_DEG = 8.0
+RF_CENTRE_RANGE_DEG = 30.0
+RF_FAMILIES = ("visual", "thalamus")
 
 
 def _latent(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -64,6 +73,9 @@ class SessionModel:
     latent_shared: np.ndarray = field(init=False)
     latent_area: dict[str, np.ndarray] = field(init=False)
     theta_phase: np.ndarray = field(init=False)
+    #: position (stimulus degrees) of the Gabor patch on screen at each grid step; NaN: none
+    gabor_x: np.ndarray = field(init=False)
+    gabor_y: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         rng = np.random.default_rng(self.rng_seed)
@@ -76,6 +88,14 @@ class SessionModel:
                 i0, i1 = self.index(start), self.index(stop)
                 self.in_gratings[i0:i1] = True
                 self.orientation[i0:i1] = ori
+        self.gabor_x = np.full(self.n_grid, np.nan)
+        self.gabor_y = np.full(self.n_grid, np.nan)
+        gb = self.tables.get("gabors")
+        if gb is not None:
+            for start, stop, x, y in gb[["start_time", "stop_time", "x_position",
+                                         "y_position"]].itertuples(index=False):
+                i0, i1 = self.index(start), self.index(stop)
+                self.gabor_x[i0:i1], self.gabor_y[i0:i1] = x, y
         fl = self.tables.get("flashes")
         self.flash_onsets = (fl["start_time"].to_numpy() if fl is not None else np.array([]))
         self.latent_shared = _latent(self.n_grid, rng)
@@ -121,6 +141,14 @@ class UnitTruth:
     preferred_orientation: float | None
     flash_responsive: bool
     quality: str
+    #: receptive-field centre ``(x_position, y_position)`` in the Gabor stimulus's degrees
+    rf_centre: tuple[float, float] | None = None
+
+
+def rf_drive(model: SessionModel, centre: tuple[float, float]) -> np.ndarray:
+    """``RF_GAIN · exp(−d²/2σ²)`` on the session grid: 0 where no Gabor patch is shown."""
+    d2 = (model.gabor_x - centre[0]) ** 2 + (model.gabor_y - centre[1]) ** 2
+    return np.nan_to_num(RF_GAIN * np.exp(-d2 / (2 * RF_SIGMA_DEG ** 2)))
 
 
 def unit_rate(model: SessionModel, truth: UnitTruth, flash: np.ndarray) -> np.ndarray:
@@ -138,6 +166,8 @@ def unit_rate(model: SessionModel, truth: UnitTruth, flash: np.ndarray) -> np.nd
         rate = rate * (1.0 + THETA_SPIKE_MODULATION * np.sin(model.theta_phase))
     if truth.flash_responsive:
         rate = rate * (1.0 + FLASH_GAIN * flash)
+    if truth.rf_centre is not None:
+        rate = rate * (1.0 + rf_drive(model, truth.rf_centre))
     return np.clip(rate * gain, 0.0, None)
 
 

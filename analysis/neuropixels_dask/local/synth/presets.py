@@ -19,6 +19,9 @@ class Preset:
     n_flashes: int = 30
     n_static_gratings: int = 60
     n_natural_scenes: int = 60
+    #: Gabor patches (250 ms each) for receptive-field mapping: 81 positions × 3 orientations
+    #: per run through the grid (the release shows 3645: 15 runs).
+    n_gabors: int = 243
     #: LFP is kept on every ``lfp_channel_stride``-th channel (4 in the real files).
     lfp_channel_stride: int = 4
     #: A probe per session (the last) without an LFP file, as a few real probes have.
@@ -52,6 +55,7 @@ PRESETS: dict[str, Preset] = {
         n_flashes=10,
         n_static_gratings=12,
         n_natural_scenes=12,
+        n_gabors=81,
         lfp_channel_stride=16,
         probe_without_lfp=True,
     ),
@@ -65,6 +69,7 @@ PRESETS: dict[str, Preset] = {
         n_flashes=40,
         n_static_gratings=120,
         n_natural_scenes=120,
+        n_gabors=243,
         n_opto_trials=60,
         template_scale=0.25,
     ),
@@ -78,6 +83,7 @@ PRESETS: dict[str, Preset] = {
         n_flashes=150,
         n_static_gratings=3000,
         n_natural_scenes=3000,
+        n_gabors=729,
         n_opto_trials=300,
         template_scale=0.25,  # templates are not benchmarked
     ),

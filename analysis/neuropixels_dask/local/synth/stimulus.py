@@ -13,6 +13,11 @@ ORIENTATIONS = np.array([0.0, 45.0, 90.0, 135.0, 180.0, 225.0, 270.0, 315.0])
 TEMPORAL_FREQUENCIES = np.array([1.0, 2.0, 4.0, 8.0, 15.0])
 STATIC_ORIENTATIONS = np.array([0.0, 30.0, 60.0, 90.0, 120.0, 150.0])
 SPATIAL_FREQUENCIES = np.array([0.02, 0.04, 0.08, 0.16, 0.32])
+#: The receptive-field mapping grid: Gabor patches centred on a 9 × 9 grid of positions, 10°
+#: apart (stimulus degrees relative to the screen centre), at three orientations (the release's).
+GABOR_POSITIONS = np.arange(-40.0, 41.0, 10.0)
+GABOR_ORIENTATIONS = np.array([0.0, 45.0, 90.0])
+GABOR_S = 0.25
 
 #: Parameter columns of each stimulus table (in addition to the common columns).
 PARAMETER_COLUMNS: dict[str, list[str]] = {
@@ -24,6 +29,8 @@ PARAMETER_COLUMNS: dict[str, list[str]] = {
     "static_gratings": ["orientation", "spatial_frequency", "phase", "contrast", "size", "color",
                         "mask", "opacity", "units", "temporal_frequency"],
     "natural_scenes": ["frame"],
+    "gabors": ["orientation", "x_position", "y_position", "contrast", "phase", "size",
+               "spatial_frequency", "temporal_frequency", "color", "mask", "opacity", "units"],
 }
 COMMON_COLUMNS = ["start_time", "stop_time", "stimulus_name", "stimulus_block", "stimulus_index"]
 
@@ -83,6 +90,29 @@ def build_schedule(preset, t_start: float, rng: np.random.Generator) -> dict[str
             units="deg", temporal_frequency=0.0)
         t += 0.25
     block += 1
+
+    # Gabor patches for receptive-field mapping: 250 ms each, back to back. Each run through the
+    # grid shows every position once per orientation in shuffled order (3645 = 15 runs of 243
+    # in the release); a preset with fewer presentations shows every position at 0° first.
+    if preset.n_gabors:
+        t += 1.0
+        x, y = np.meshgrid(GABOR_POSITIONS, GABOR_POSITIONS, indexing="ij")
+        grid = [(o, px, py) for o in GABOR_ORIENTATIONS for px, py in zip(x.ravel(), y.ravel(),
+                                                                        strict=True)]
+        if preset.n_gabors < len(grid):  # the grid is orientation-major: 0° first
+            order = rng.permutation(preset.n_gabors)
+        else:
+            runs = -(-preset.n_gabors // len(grid))
+            order = np.concatenate([rng.permutation(len(grid)) for _ in range(runs)])
+        for k in order[:preset.n_gabors]:
+            o, px, py = grid[int(k)]
+            add("gabors", 4, t, t + GABOR_S, orientation=float(o), x_position=float(px),
+                y_position=float(py), contrast=0.8, phase="[3644.93333333, 3644.93333333]",
+                size="[20.0, 20.0]", spatial_frequency=0.08, temporal_frequency=4.0,
+                color="[1.0, 1.0, 1.0]", mask="circle", opacity=1.0, units="deg")
+            t += GABOR_S
+        block += 1
+        t += 1.0
 
     # a closing spontaneous block
     add("spontaneous", 0, t, t + preset.spontaneous_s)
