@@ -24,6 +24,8 @@ from neuropixels_dask.analyses import (  # noqa: E402
     grating_metrics,
     psth,
     psth_by_structure,
+    receptive_field_centres,
+    receptive_fields,
     relative_to,
     session_structure_spectra,
     spike_count_correlations,
@@ -123,6 +125,8 @@ def main(cache_dir: str | None) -> None:
                  "(selectivity_at='all_tf')")
     save(fig, "analyses-grating-metrics.png")
 
+    save(_receptive_fields_figure(cache, ids, cache_dir), "analyses-receptive-fields.png")
+
     corr = spike_count_correlations(flawed, ["spontaneous", "drifting_gratings"],
                                     condition_by="orientation", min_trials=3,
                                     unit_ids=flawed.units.index[
@@ -133,6 +137,48 @@ def main(cache_dir: str | None) -> None:
     save(plot_area_correlations(corr), "analyses-correlations.png")
     print("correlations", corr.n_trials.values, corr.n_conditions.values,
           corr.n_invalid_trials.values)
+
+
+def _receptive_fields_figure(cache, ids: list[int], cache_dir: str):
+    """Four maps with their planted and found centres, and found vs planted for every unit."""
+    fig = plt.figure(figsize=(12, 4.6))
+    grid = fig.add_gridspec(2, 4, width_ratios=[1, 1, 0.15, 2.2], hspace=0.4)
+    scatter = fig.add_subplot(grid[:, 3])
+    for k, sid in enumerate(ids):
+        s = cache.get_session_data(sid)
+        found = receptive_field_centres(s).compute().drop_vars("structure_acronym").to_pandas()
+        rel = pd.read_csv(os.path.join(cache_dir, f"session_{sid}",
+                                       f"session_{sid}_analysis_metrics.csv"),
+                          index_col="ecephys_unit_id")
+        j = found.join(rel[["azimuth_rf", "elevation_rf"]].add_suffix("_planted"),
+                       how="inner").dropna(subset=["azimuth_rf_planted"])
+        for col, marker in (("azimuth", "o"), ("elevation", "s")):
+            scatter.scatter(j[f"{col}_rf_planted"], j[f"{col}_rf"], s=14, alpha=0.6,
+                            marker=marker, label=f"{col}, session {sid}")
+        if k:
+            continue
+        maps = receptive_fields(s, j.sort_values("n_spikes").index[-4:]).compute()
+        for i, uid in enumerate(maps.unit_id.values):
+            ax = fig.add_subplot(grid[i // 2, i % 2])
+            az, el = maps.azimuth.values, maps.elevation.values
+            ax.imshow(maps.sel(unit_id=uid), cmap="Greys",
+                      extent=[az[0] - 5, az[-1] + 5, el[-1] - 5, el[0] + 5])
+            ax.plot(j.azimuth_rf_planted[uid], j.elevation_rf_planted[uid], "+", color="tab:red",
+                    ms=12, mew=2)
+            ax.plot(j.azimuth_rf[uid], j.elevation_rf[uid], "x", color="tab:blue", ms=9, mew=2)
+            ax.set_title(f"{uid} ({maps.structure_acronym.values[i]})", fontsize=8)
+            ax.tick_params(labelsize=7)
+            if i % 2 == 0:
+                ax.set_ylabel("elevation (°)", fontsize=7)
+            if i // 2:
+                ax.set_xlabel("azimuth (°)", fontsize=7)
+    scatter.plot([-40, 100], [-40, 100], color="k", lw=0.5)
+    scatter.set_xlabel("planted centre (release's degrees)")
+    scatter.set_ylabel("centre found from the spikes (degrees)")
+    scatter.legend(fontsize=7, frameon=False)
+    fig.suptitle("Receptive fields from the Gabor stimulus (each position shown once): "
+                 "+ planted, × found")
+    return fig
 
 
 if __name__ == "__main__":

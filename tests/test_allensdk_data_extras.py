@@ -136,7 +136,13 @@ def test_analysis_metrics_carry_the_planted_truth(cache, truth):
         flash = t["flash_responsive"] and t["area"].startswith(("VIS", "LGd", "LP"))
         assert (row["time_to_peak_fl"] == (0.045 if t["area"].startswith("VIS") else 0.03)
                 if flash else np.isnan(row["time_to_peak_fl"]))
-    assert metrics["azimuth_rf"].isna().all() and not metrics["on_screen_rf"].any()
+        if t["rf_centre"] is not None:  # the planted centre, in AllenSDK's degrees
+            assert (row["azimuth_rf"], row["elevation_rf"]) == pytest.approx(
+                (t["rf_centre"][0] + 50, t["rf_centre"][1] + 10), rel=1e-12)
+            assert row["on_screen_rf"]
+        else:
+            assert np.isnan(row["azimuth_rf"]) and not row["on_screen_rf"]
+    assert metrics["area_rf"].isna().all()  # the estimator's, not the model's
 
 
 def test_analysis_metrics_errors(cache):

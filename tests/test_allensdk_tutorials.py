@@ -83,7 +83,7 @@ def test_receptive_field_tutorial_maps_the_planted_field(s3_server, s3_cache, ti
         "rf = ns['rf_mapping']\n"
         "uid = int(ns['v1_units'].index.values[0])\n"
         "row, col = divmod(int(ns['RF'].argmax()), ns['RF'].shape[1])\n"
-        "print(json.dumps([uid, float(40 - rf.elevations[row]), float(rf.azimuths[col]),\n"
+        "print(json.dumps([uid, float(rf.elevations[-1 - row]), float(rf.azimuths[col]),\n"
         "                  len(ns['v1_units']), len(rf.metrics)]))\n")
     run = subprocess.run([sys.executable, "-c", probe], env=_env(s3_server, s3_cache),
                          capture_output=True, text=True, timeout=600, cwd=TUTORIALS)

@@ -36,6 +36,7 @@ from neuropixels_dask.analyses import (
 from neuropixels_dask.errors import InvalidSelectionError, UnknownUnitError
 from neuropixels_dask.local.synth import generate_cache
 from neuropixels_dask.local.synth.generate import load_ground_truth
+from neuropixels_dask.stimulus_analysis import ReceptiveFieldMapping
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -536,8 +537,16 @@ def test_grating_and_rf_metrics_equal_allensdks_on_the_same_session(session, ric
         np.testing.assert_allclose(j[col], j[f"{col}_allensdk"], rtol=1e-12, equal_nan=True)
     assert j["azimuth_rf"].notna().sum() >= 20  # most units have a field to compare
     maps = receptive_fields(session).compute()
+    compat = ReceptiveFieldMapping(session)  # the class a ported notebook imports
     for uid, ref_map in ref["rf_map"].items():  # the maps themselves, top row first
         np.testing.assert_array_equal(maps.sel(unit_id=uid).to_numpy(), np.array(ref_map))
+        np.testing.assert_array_equal(compat.get_receptive_field(uid), np.array(ref_map))
+        np.testing.assert_array_equal(
+            compat.receptive_fields["spike_counts"].sel(unit_id=uid).to_numpy(), ref_map)
+    cm = compat.metrics.join(ref.add_suffix("_allensdk"), how="inner")
+    assert len(cm) == len(ref)
+    for col in ("azimuth_rf", "elevation_rf", "area_rf"):
+        np.testing.assert_allclose(cm[col], cm[f"{col}_allensdk"], rtol=1e-12, equal_nan=True)
     oris = np.arange(0, 360, 45.0)
     np.testing.assert_allclose([R.osi(oris, t) for t in tunings], arrays["osi"], rtol=1e-12)
     np.testing.assert_allclose([R.dsi(oris, t) for t in tunings], arrays["dsi"], rtol=1e-12)

@@ -61,8 +61,9 @@ class ReceptiveFieldMapping:
 
     @property
     def elevations(self) -> np.ndarray:
-        """The patch's ``y_position`` values as AllenSDK sorts them: ``40 − y``, ascending."""
-        return np.sort(40.0 - self._positions("y_position"))
+        """The patch's ``y_position`` values, ascending (AllenSDK's; the maps' rows run the
+        other way, from the top)."""
+        return np.sort(self._positions("y_position"))
 
     @property
     def azimuths(self) -> np.ndarray:
