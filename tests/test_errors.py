@@ -67,7 +67,7 @@ def test_out_of_range_selections(scratch_cache):
     with pytest.raises(InvalidSelectionError, match="strictly increasing"):
         session.presentationwise_spike_counts([0.1, 0.0], None, None)
     with pytest.raises(InvalidSelectionError, match="not shown"):
-        session.get_stimulus_table("gabors")
+        session.get_stimulus_table("natural_movie_one")
 
 
 def test_truncated_nwb(scratch_cache):

@@ -174,8 +174,8 @@ def session(tiny_cache_dir, ids):
     (lambda s, pid: s.presentationwise_spike_counts([0.0, 0.1], [10**9], None),
      InvalidSelectionError, "not in session.stimulus_presentations"),
     (lambda s, pid: s.presentationwise_spike_times(None, [1]), UnknownUnitError, "not among"),
-    (lambda s, pid: s.get_stimulus_table(["flashes", "gabors"]), InvalidSelectionError,
-     "gabors"),
+    (lambda s, pid: s.get_stimulus_table(["flashes", "natural_movie_one"]),
+     InvalidSelectionError, "natural_movie_one"),
     (lambda s, pid: s.spike_times["unit-7"], UnknownUnitError, "unit-7"),
     (lambda s, pid: s.get_lfp(-1), UnknownProbeError, "probes are"),
 ])

@@ -34,6 +34,10 @@ TEN_PERCENT = {"error_rate": 0.04, "reset_rate": 0.03, "truncate_rate": 0.03,
 #: run as it takes, up to MAX_SEEDS
 MIN_FAULTS = 10
 MAX_SEEDS = 8
+#: Requests a fault-free run may differ by: the LFP's chunk tree has two leaves, which concurrent
+#: spectrum tasks read in one batched request or in two, as their timing falls (each node is
+#: still read once: tests/test_chunkindex.py)
+TIMING_SLACK = 1
 
 
 def analyses(url: str, so: dict, sid: int, pid: int) -> list[np.ndarray]:
@@ -58,7 +62,8 @@ def assert_identical(a: list[np.ndarray], b: list[np.ndarray]) -> None:
 
 @pytest.fixture(scope="module")
 def baseline(rel_server, s3, ids):
-    """Fault-free results and the number of requests they take (measured twice: stable)."""
+    """Fault-free results and the number of requests they take (measured twice: stable up to
+    TIMING_SLACK)."""
     from reliability_support import NO_FAULTS
 
     rel_server.configure(**NO_FAULTS)
@@ -67,7 +72,7 @@ def baseline(rel_server, s3, ids):
         rel_server.reset_stats()
         results = analyses(*s3, *ids)
         n_requests.append(rel_server.stats().requests)
-    assert n_requests[0] == n_requests[1], n_requests
+    assert abs(n_requests[0] - n_requests[1]) <= TIMING_SLACK, n_requests
     psd_all, n_segments, counts = results[0][0], results[1], results[2]  # row 0: "all"
     assert np.isfinite(psd_all).all() and n_segments[0] > 10 and counts.sum() > 0
     return results, n_requests[1]
@@ -89,7 +94,7 @@ def test_analyses_identical_under_ten_percent_faults(baseline, faults, rel_serve
         for kind, n in stats.faults.items():  # the faults really happened (counted below)...
             seen[kind] = seen.get(kind, 0) + n
         # ...each cost exactly one retried request, no more, no less...
-        assert stats.requests == n_requests + stats.faults_total, stats
+        assert abs(stats.requests - stats.faults_total - n_requests) <= TIMING_SLACK, stats
         # ...and each retry is in the log, and in the process' counters
         assert len(retry_records(caplog)) == stats.faults_total
         assert storage.retry_counts()["total"] - before == stats.faults_total

@@ -43,7 +43,6 @@ def rf_stimulus(session, stimulus_name: str | None = None) -> str:
 
 
 def _positions(pres: pd.DataFrame, name: str, stimulus_name: str) -> np.ndarray:
-    checks.parameter(pres, name, stimulus_name)
     values = pd.to_numeric(pres[name], errors="coerce")
     if values.isna().any():
         raise InvalidSelectionError(f"{name} of {stimulus_name!r} is not numeric "
@@ -62,11 +61,13 @@ def receptive_fields(session, unit_ids=None, *, stimulus_name: str | None = None
     position) and attrs ``window_s``, invalid trials left out. Lazy."""
     stimulus_name = rf_stimulus(session, stimulus_name)
     pres = session.get_stimulus_table(stimulus_name)
+    for name in ("x_position", "y_position"):
+        checks.parameter(pres, name, stimulus_name)
+    # presentations without a patch position (AllenSDK's "null") are not part of the map
+    pres = pres[((pres["x_position"].astype(str) != NULL)
+                 & (pres["y_position"].astype(str) != NULL)).to_numpy()]
     xs_all = _positions(pres, "x_position", stimulus_name)
     ys_all = _positions(pres, "y_position", stimulus_name)
-    shown = (pres["x_position"].astype(str) != NULL) & (pres["y_position"].astype(str) != NULL)
-    pres, xs_all, ys_all = pres[shown.to_numpy()], xs_all[shown.to_numpy()], ys_all[
-        shown.to_numpy()]
     xs, xi = np.unique(xs_all, return_inverse=True)
     ys, yi = np.unique(-ys_all, return_inverse=True)  # top of the screen first
     ys = -ys

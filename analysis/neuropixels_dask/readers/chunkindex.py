@@ -85,6 +85,8 @@ class ChunkIndex:
         self._fetch = fetch
         self._read = read
         self._nodes: dict[int, _Node] = {}
+        #: nodes being fetched right now, and the event their waiters wait for
+        self._pending: dict[int, threading.Event] = {}
         self._lock = threading.Lock()
 
     def lookup(self, coords: Iterable[tuple[int, ...]]) -> dict[tuple[int, ...], ChunkInfo | None]:
@@ -125,21 +127,42 @@ class ChunkIndex:
         return found
 
     def _nodes_at(self, addrs: list[int]) -> list[_Node]:
-        with self._lock:
-            missing = sorted({a for a in addrs if a not in self._nodes})
-        if missing:
-            if missing == [self.root] and self._read is not None:
-                # the root: through the block cache, where h5py often has it already (it is
-                # written next to the dataset's header); other nodes lie far from anything h5py
-                # read, and a block would fetch 8× a node's bytes
-                blobs = [self._read(self.root, self.root + NODE_FETCH)]
-            else:
-                blobs = self._fetch(missing, [a + NODE_FETCH for a in missing])
-            parsed = {a: _parse_node(b, self.ndims, a, self.geometry)
-                      for a, b in zip(missing, blobs, strict=True)}
+        """The nodes at ``addrs``, each fetched once per index however many threads ask at the
+        same time (tasks of one worker share the index): a thread needing a node another is
+        fetching waits for it, so the reads an analysis makes do not depend on timing."""
+        while True:
             with self._lock:
-                self._nodes.update(parsed)
+                missing = sorted({a for a in addrs if a not in self._nodes})
+                waiting = {id(e): e for a in missing if (e := self._pending.get(a))}
+                mine = [a for a in missing if a not in self._pending]
+                done = threading.Event()
+                self._pending.update(dict.fromkeys(mine, done))
+            if mine:
+                try:
+                    self._load(mine)
+                finally:
+                    with self._lock:
+                        for a in mine:
+                            self._pending.pop(a, None)
+                    done.set()
+            if not waiting:
+                break
+            for event in waiting.values():
+                event.wait()  # then look again: a failed fetch is retried by this thread
         return [self._nodes[a] for a in addrs]
+
+    def _load(self, missing: list[int]) -> None:
+        if missing == [self.root] and self._read is not None:
+            # the root: through the block cache, where h5py often has it already (it is
+            # written next to the dataset's header); other nodes lie far from anything h5py
+            # read, and a block would fetch 8× a node's bytes
+            blobs = [self._read(self.root, self.root + NODE_FETCH)]
+        else:
+            blobs = self._fetch(missing, [a + NODE_FETCH for a in missing])
+        parsed = {a: _parse_node(b, self.ndims, a, self.geometry)
+                  for a, b in zip(missing, blobs, strict=True)}
+        with self._lock:
+            self._nodes.update(parsed)
 
 
 @dataclass(frozen=True)
