@@ -14,7 +14,7 @@ import dask
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import signal
+from scipy import signal, stats
 
 import neuropixels_dask as npd
 from neuropixels_dask.analyses import (
@@ -82,13 +82,27 @@ def test_spectra_equal_scipy_welch(session):
     pid = int(session.probes.index[0])
     t0 = float(session.get_lfp(pid).time[100])
     span = (t0, t0 + 20.0)  # inside the first storage chunk
-    psd = lfp_spectra(session, pid, stimuli=[], time_range=span).sel(stimulus="all").compute()
+    psd = lfp_spectra(session, pid, stimuli=[], time_range=span, confidence=0.9
+                      ).sel(stimulus="all").compute()
     x = session.get_lfp(pid, time_range=span).values.astype(np.float64)  # welch keeps float32
     fs = session.get_lfp(pid).attrs["sampling_rate"]
     nperseg = psd.attrs["nperseg"]
     _, ref = signal.welch(x, fs, nperseg=nperseg, noverlap=nperseg - psd.attrs["step"], axis=0)
     # float32 FFT (kernels/segment_psd); measured ≤ 3.4e-6. A segment missing shifts it by ~3 %.
     np.testing.assert_allclose(psd.values, ref, rtol=1e-5)
+    # 90 % chi-square interval, ν of N Hann segments at 50 % overlap: 36N²/(19N − 1)
+    # (Percival & Walden 1993, eq. 292b); none within 2 bins of 0 Hz and Nyquist
+    n = (x.shape[0] - nperseg) // psd.attrs["step"] + 1
+    assert psd.n_segments.item() == n and psd.attrs["ci"]["level"] == 0.9
+    nu = 36 * n * n / (19 * n - 1)
+    inner = slice(2, -2)
+    np.testing.assert_allclose(psd.dof.values[inner], nu, rtol=1e-9)
+    assert np.isnan(psd.dof.values[:2]).all() and np.isnan(psd.ci_low.values[-2:]).all()
+    np.testing.assert_allclose(psd.ci_low.values[inner], nu * psd.values[inner] /
+                               stats.chi2.ppf(0.95, nu), rtol=1e-9)
+    np.testing.assert_allclose(psd.ci_high.values[inner], nu * psd.values[inner] /
+                               stats.chi2.ppf(0.05, nu), rtol=1e-9)
+    assert psd.ci_low.attrs["units"] == "V²/Hz"
 
 
 def test_rhythm_peaks_per_area(session, truth):
@@ -105,6 +119,27 @@ def test_rhythm_peaks_per_area(session, truth):
     other = [s for s in change.structure.values if not s.startswith("VIS")]
     assert float(change.sel(structure=vis).min()) > 4.0  # gamma rises with gratings (×9 power)
     assert float(abs(change.sel(structure=other)).max()) < 1.5
+    # intervals: chi-square on the probe mean with the fewest dof of any probe ...
+    stims = ["spontaneous", "drifting_gratings"]
+    nu = np.min([lfp_spectra(session, p, stims).dof.values
+                 for p in spectra.attrs["probe_ids"]], axis=0)
+    np.testing.assert_array_equal(spectra.dof.values, nu)
+    assert np.isfinite(nu[:, 2:-2]).all()
+    np.testing.assert_allclose(spectra.ci_low.values, spectra.values * (
+        nu / stats.chi2.ppf(0.975, nu))[:, :, None], rtol=1e-12)
+    np.testing.assert_allclose(spectra.ci_high.values, spectra.values * (
+        nu / stats.chi2.ppf(0.025, nu))[:, :, None], rtol=1e-12)
+    # ... and in dB the F interval of the ratio; none where the segments are shared
+    ratio = relative_to(spectra, "spontaneous")
+    i, b = (list(spectra.stimulus.values).index(k) for k in ("drifting_gratings", "spontaneous"))
+    g = ratio.sel(stimulus="drifting_gratings")
+    np.testing.assert_allclose(g.ci_low.values, g.values - 10 * np.log10(
+        stats.f.ppf(0.975, nu[i], nu[b]))[:, None], rtol=1e-12)
+    np.testing.assert_allclose(g.ci_high.values, g.values - 10 * np.log10(
+        stats.f.ppf(0.025, nu[i], nu[b]))[:, None], rtol=1e-12)
+    assert np.isnan(ratio.ci_low.sel(stimulus=["all", "spontaneous"])).all()
+    assert ratio.ci_low.attrs["units"] == "dB" and "sem" not in ratio.coords
+    assert "F(ν, ν_b)" in ratio.attrs["ci"]["method"]
 
 
 def test_psth_equals_numpy_and_shows_latencies(session, truth):
@@ -333,6 +368,16 @@ def test_flash_spectrum_by_multitaper_equals_direct_dpss(session):
     np.testing.assert_allclose(got.sem.sel(stimulus="flashes").values,
                                per.std(0, ddof=1) / np.sqrt(len(per)), rtol=2e-4)
     assert np.isfinite(got.values).all()
+    # 95 % chi-square interval with ν = 2·K·N, from ⌈NW⌉ = 2 bins above 0 Hz to 2 below Nyquist
+    nu, inner = 2 * 3 * len(flashes), slice(2, -2)
+    one = got.sel(stimulus="flashes")
+    np.testing.assert_array_equal(one.dof.values[inner], nu)
+    assert np.isnan(one.dof.values[:2]).all() and np.isnan(one.dof.values[-2:]).all()
+    np.testing.assert_allclose(one.ci_low.values[inner],
+                               nu * per.mean(0)[inner] / stats.chi2.ppf(0.975, nu), rtol=2e-5)
+    np.testing.assert_allclose(one.ci_high.values[inner],
+                               nu * per.mean(0)[inner] / stats.chi2.ppf(0.025, nu), rtol=2e-5)
+    assert got.attrs["ci"]["dof"] == {"flashes": nu} and "2·K·N" in got.attrs["ci"]["method"]
 
 
 def test_spectra_leave_invalid_times_out_and_say_how_much(flawed):
@@ -389,6 +434,8 @@ def test_user_mistakes_are_named_errors_listing_the_choices(session):
         (lambda: relative_to(spectra, "spont"), InvalidSelectionError, "'spontaneous'"),
         (lambda: lfp_spectra(session, int(session.probes.index[0]), method="fft"),
          InvalidSelectionError, "'welch', 'multitaper'"),
+        (lambda: lfp_spectra(session, int(session.probes.index[0]), confidence=95),
+         InvalidSelectionError, r"confidence=95 .*\(0, 1\)"),
         (lambda: psth(session, "flashes", normalize="z"), InvalidSelectionError, "'zscore'"),
         (lambda: psth(session, "flashes", condition_by="colour"), InvalidSelectionError,
          "'color'"),
