@@ -222,17 +222,25 @@ def _direct_counts(session, uids, starts, ends):
                       for a, b in zip(starts, ends, strict=True)] for u in uids], dtype=float)
 
 
-def _area_means(r, areas, names):
+def _area_means(r, areas, names, how="mean"):
+    """Per area pair: the mean of the pairs' r (or tanh of their mean Fisher z), their number,
+    and the SD across them of r (or z)."""
     out = np.full((len(names), len(names)), np.nan)
+    sd = np.full_like(out, np.nan)
     pairs = np.zeros((len(names), len(names)), int)
     for i, a in enumerate(names):
         for j, b in enumerate(names):
-            vals = [r[u, v] for u in range(len(areas)) for v in range(len(areas))
-                    if areas[u] == a and areas[v] == b and (u < v if a == b else True)
-                    and np.isfinite(r[u, v])]
-            if vals:
-                out[i, j], pairs[i, j] = np.mean(vals), len(vals)
-    return out, pairs
+            vals = np.array([r[u, v] for u in range(len(areas)) for v in range(len(areas))
+                             if areas[u] == a and areas[v] == b and (u < v if a == b else True)
+                             and np.isfinite(r[u, v])])
+            if how == "fisher_z":
+                vals = np.arctanh(np.clip(vals, -0.999999, 0.999999))
+            if vals.size:
+                out[i, j], pairs[i, j] = vals.mean(), vals.size
+                out[i, j] = np.tanh(out[i, j]) if how == "fisher_z" else out[i, j]
+            if vals.size > 1:
+                sd[i, j] = vals.std(ddof=1)
+    return out, pairs, sd
 
 
 def _units_used(session, min_rate=0.5):
@@ -267,13 +275,24 @@ def test_spontaneous_noise_correlation_is_pearson_of_block_residuals(session):
                                            0)
         with np.errstate(invalid="ignore", divide="ignore"):
             r = np.corrcoef(z)
-        want, pairs = _area_means(r, areas, names)
+        want, pairs, sd = _area_means(r, areas, names)
         got = got.compute()
         assert int(got.n_trials.sel(stimulus="spontaneous")) == len(starts)
         assert int(got.n_conditions.sel(stimulus="spontaneous")) == len(blocks)
         np.testing.assert_allclose(got.sel(stimulus="spontaneous").values, want, rtol=1e-9,
                                    atol=1e-12)
         assert np.array_equal(got.n_pairs.sel(stimulus="spontaneous").values, pairs)
+        np.testing.assert_allclose(got.sd.sel(stimulus="spontaneous").values, sd, rtol=1e-9)
+    # the area value as tanh of the mean Fisher z over pairs, the SD of z (same counts: 0.5 s)
+    fz = spike_count_correlations(session, ["spontaneous"], spontaneous_trial_s=trial_s,
+                                  area_average="fisher_z").compute()
+    want, pairs, sd = _area_means(r, areas, names, "fisher_z")
+    np.testing.assert_allclose(fz.sel(stimulus="spontaneous").values, want, rtol=1e-9,
+                               atol=1e-12)
+    np.testing.assert_allclose(fz.sd.sel(stimulus="spontaneous").values, sd, rtol=1e-9)
+    assert np.array_equal(fz.n_pairs.sel(stimulus="spontaneous").values, pairs)
+    assert (fz.n_clipped.values == 0).all() and "n_clipped" not in got.coords
+    assert fz.attrs["area_average"] == "fisher_z" and fz.sd.attrs["units"] == "z (Fisher)"
 
 
 @pytest.mark.parametrize("average", ["pooled", "fisher_z"])
@@ -316,7 +335,7 @@ def test_driven_noise_correlation_per_condition(session, average):
             den += np.where(ok, w, 0)
         with np.errstate(invalid="ignore", divide="ignore"):
             r = np.tanh(num / den)
-    want, pairs = _area_means(r, areas, names)
+    want, _, _ = _area_means(r, areas, names)
     np.testing.assert_allclose(got.sel(stimulus="drifting_gratings").values, want, rtol=1e-9,
                                atol=1e-12)
     assert got.n_trials.item() == use.sum()
@@ -441,6 +460,8 @@ def test_user_mistakes_are_named_errors_listing_the_choices(session):
          "'color'"),
         (lambda: spike_count_correlations(session, average="mean"), InvalidSelectionError,
          "'fisher_z'"),
+        (lambda: spike_count_correlations(session, area_average="median"),
+         InvalidSelectionError, "'mean', 'fisher_z'"),
         (lambda: receptive_field_centres(session), InvalidSelectionError, "gabors"),
         (lambda: grating_metrics(session, selectivity_at="max"), InvalidSelectionError,
          "'all_tf'"),
