@@ -29,6 +29,7 @@ from neuropixels_dask.analyses import (
     relative_to,
     session_structure_spectra,
     spike_count_correlations,
+    tuning_contrast,
     tuning_curves,
     validity,
 )
@@ -183,6 +184,12 @@ def test_tuning_recovers_preferred_orientation(session, truth):
     direct = np.mean([((st >= a) & (st <= a + 2.0)).sum() / 2.0
                       for a in sel["start_time"].to_numpy(float)])
     assert float(curves.sel(unit_id=uid, orientation=90.0)) == pytest.approx(direct)
+    # defect 7: (max − min)/(max + min) is a tuning contrast, named so; no "selectivity_index"
+    # to mistake for Allen's g_osi_dg (grating_metrics)
+    assert not hasattr(npd.analyses, "selectivity_index")
+    c = curves.values
+    np.testing.assert_allclose(tuning_contrast(curves).values,
+                               (c.max(1) - c.min(1)) / (c.max(1) + c.min(1)), rtol=1e-12)
 
 
 def test_cross_area_correlations_follow_the_stimulus(session):
@@ -212,6 +219,13 @@ def test_map_sessions_collects_and_reports_failures(cache, local_client, tmp_pat
         one = spectra(cache.get_session_data(ids[0])).compute()
     np.testing.assert_allclose(res.result.sel(session_id=ids[0]).dropna("structure", how="all"),
                                one, rtol=1e-9)
+    # what differs between sessions stays per session (the second one has invalid intervals)
+    for sid in ids:
+        own, got = res.per_session[sid], res.result.sel(session_id=sid)
+        np.testing.assert_array_equal(got.n_segments.values, own.n_segments.values)
+        np.testing.assert_allclose(got.ci_low.sel(structure=own.structure).values,
+                                   own.ci_low.values, rtol=1e-12)
+    assert res.result.n_segments.dims == ("session_id", "stimulus")
 
 
 # ---- issue 25: definitions checked against independent computations, named errors ---------------

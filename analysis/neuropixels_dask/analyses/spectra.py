@@ -109,9 +109,9 @@ def _with_ci(spectra: xr.DataArray, confidence: float) -> xr.DataArray:
         how = ("chi-square, ν = equivalent degrees of freedom of the overlapping Hann segments "
                "(Welch 1967; Percival & Walden 1993 eq. 292a, from the window's overlap "
                "correlation and the segments' starts)")
-    has = np.isfinite(dof.values)
-    interior = np.where(has, dof.values, 0.0).max(axis=dof.dims.index("frequency"))
-    freqs = dof.frequency.values[has.any(axis=dof.dims.index("stimulus"))]
+    interior = dof.fillna(0.0).max([d for d in dof.dims if d != "stimulus"]).values
+    freqs = dof.frequency.values[dof.notnull().any([d for d in dof.dims if d != "frequency"])
+                                 .values]
     out.attrs = {**spectra.attrs, "ci": {
         "level": float(confidence), "method": how,
         "dof": dict(zip(map(str, dof.stimulus.values), np.round(interior, 3).tolist(),
@@ -339,13 +339,14 @@ def relative_to(spectra: xr.DataArray, baseline: str = "spontaneous") -> xr.Data
     if "dof" in spectra.coords and "ci" in spectra.attrs:
         dof = spectra["dof"]
         level = spectra.attrs["ci"]["level"]
-        low, high = K.ratio_factors_db(dof.values, dof.sel(stimulus=baseline).values, level)
-        shared = [str(name) in (baseline, ALL) or baseline == ALL
-                  for name in dof.stimulus.values]
-        low[shared], high[shared] = np.nan, np.nan
+        num, den = xr.broadcast(dof, dof.sel(stimulus=baseline, drop=True))
+        low, high = K.ratio_factors_db(num.values, den.values, level)
+        shared = xr.Variable("stimulus", [str(name) in (baseline, ALL) or baseline == ALL
+                                          for name in dof.stimulus.values])
         out = out.assign_coords({
-            name: (out.dims, (out.variable + xr.Variable(dof.dims, f)).transpose(*out.dims)
-                   .data, {"units": "dB"}) for name, f in (("ci_low", low), ("ci_high", high))})
+            name: (out.dims, (out.variable + xr.Variable(num.dims, f).where(~shared))
+                   .transpose(*out.dims).data, {"units": "dB"})
+            for name, f in (("ci_low", low), ("ci_high", high))})
         attrs["ci"] = {
             "level": level, "dof": spectra.attrs["ci"]["dof"],
             "method": "F interval of the ratio of two independent chi-square estimates, "
