@@ -165,8 +165,9 @@ def lfp_spectra(session, probe_id: int, stimuli: list[str] | None = None, *,
     ``confidence`` interval of each value, chi-square with the ``dof`` coordinate's degrees of
     freedom: ``2·K·N`` for ``K`` tapers and ``N`` back-to-back multitaper segments, the
     equivalent degrees of freedom of the overlapping Hann segments for welch (Percival & Walden
-    1993); ``attrs["ci"]`` states the level, method and dof. A stimulus that would hold no segment is refused
-    (:class:`InvalidSelectionError`), as is an unknown one. One task per LFP block plus a tree
+    1993); NaN within the taper's bandwidth of 0 Hz and Nyquist, where the chi-square law fails;
+    ``attrs["ci"]`` states the level, method and dof. A stimulus that would hold no segment is
+    refused (:class:`InvalidSelectionError`), as is an unknown one. One task per LFP block plus a tree
     reduction; one FFT per segment and taper whatever the number of stimuli.
     """
     choice("method", method, METHODS)
