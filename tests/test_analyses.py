@@ -14,7 +14,7 @@ import dask
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import signal
+from scipy import signal, stats
 
 import neuropixels_dask as npd
 from neuropixels_dask.analyses import (
@@ -30,6 +30,7 @@ from neuropixels_dask.analyses import (
     relative_to,
     session_structure_spectra,
     spike_count_correlations,
+    tuning_contrast,
     tuning_curves,
     validity,
 )
@@ -84,13 +85,27 @@ def test_spectra_equal_scipy_welch(session):
     pid = int(session.probes.index[0])
     t0 = float(session.get_lfp(pid).time[100])
     span = (t0, t0 + 20.0)  # inside the first storage chunk
-    psd = lfp_spectra(session, pid, stimuli=[], time_range=span).sel(stimulus="all").compute()
+    psd = lfp_spectra(session, pid, stimuli=[], time_range=span, confidence=0.9
+                      ).sel(stimulus="all").compute()
     x = session.get_lfp(pid, time_range=span).values.astype(np.float64)  # welch keeps float32
     fs = session.get_lfp(pid).attrs["sampling_rate"]
     nperseg = psd.attrs["nperseg"]
     _, ref = signal.welch(x, fs, nperseg=nperseg, noverlap=nperseg - psd.attrs["step"], axis=0)
     # float32 FFT (kernels/segment_psd); measured ≤ 3.4e-6. A segment missing shifts it by ~3 %.
     np.testing.assert_allclose(psd.values, ref, rtol=1e-5)
+    # 90 % chi-square interval, ν of N Hann segments at 50 % overlap: 36N²/(19N − 1)
+    # (Percival & Walden 1993, eq. 292b); none within 2 bins of 0 Hz and Nyquist
+    n = (x.shape[0] - nperseg) // psd.attrs["step"] + 1
+    assert psd.n_segments.item() == n and psd.attrs["ci"]["level"] == 0.9
+    nu = 36 * n * n / (19 * n - 1)
+    inner = slice(2, -2)
+    np.testing.assert_allclose(psd.dof.values[inner], nu, rtol=1e-9)
+    assert np.isnan(psd.dof.values[:2]).all() and np.isnan(psd.ci_low.values[-2:]).all()
+    np.testing.assert_allclose(psd.ci_low.values[inner], nu * psd.values[inner] /
+                               stats.chi2.ppf(0.95, nu), rtol=1e-9)
+    np.testing.assert_allclose(psd.ci_high.values[inner], nu * psd.values[inner] /
+                               stats.chi2.ppf(0.05, nu), rtol=1e-9)
+    assert psd.ci_low.attrs["units"] == "V²/Hz"
 
 
 def test_rhythm_peaks_per_area(session, truth):
@@ -107,6 +122,27 @@ def test_rhythm_peaks_per_area(session, truth):
     other = [s for s in change.structure.values if not s.startswith("VIS")]
     assert float(change.sel(structure=vis).min()) > 4.0  # gamma rises with gratings (×9 power)
     assert float(abs(change.sel(structure=other)).max()) < 1.5
+    # intervals: chi-square on the probe mean with the fewest dof of any probe ...
+    stims = ["spontaneous", "drifting_gratings"]
+    nu = np.min([lfp_spectra(session, p, stims).dof.values
+                 for p in spectra.attrs["probe_ids"]], axis=0)
+    np.testing.assert_array_equal(spectra.dof.values, nu)
+    assert np.isfinite(nu[:, 2:-2]).all()
+    np.testing.assert_allclose(spectra.ci_low.values, spectra.values * (
+        nu / stats.chi2.ppf(0.975, nu))[:, :, None], rtol=1e-12)
+    np.testing.assert_allclose(spectra.ci_high.values, spectra.values * (
+        nu / stats.chi2.ppf(0.025, nu))[:, :, None], rtol=1e-12)
+    # ... and in dB the F interval of the ratio; none where the segments are shared
+    ratio = relative_to(spectra, "spontaneous")
+    i, b = (list(spectra.stimulus.values).index(k) for k in ("drifting_gratings", "spontaneous"))
+    g = ratio.sel(stimulus="drifting_gratings")
+    np.testing.assert_allclose(g.ci_low.values, g.values - 10 * np.log10(
+        stats.f.ppf(0.975, nu[i], nu[b]))[:, None], rtol=1e-12)
+    np.testing.assert_allclose(g.ci_high.values, g.values - 10 * np.log10(
+        stats.f.ppf(0.025, nu[i], nu[b]))[:, None], rtol=1e-12)
+    assert np.isnan(ratio.ci_low.sel(stimulus=["all", "spontaneous"])).all()
+    assert ratio.ci_low.attrs["units"] == "dB" and "sem" not in ratio.coords
+    assert "F(ν, ν_b)" in ratio.attrs["ci"]["method"]
 
 
 def test_psth_equals_numpy_and_shows_latencies(session, truth):
@@ -150,6 +186,12 @@ def test_tuning_recovers_preferred_orientation(session, truth):
     direct = np.mean([((st >= a) & (st <= a + 2.0)).sum() / 2.0
                       for a in sel["start_time"].to_numpy(float)])
     assert float(curves.sel(unit_id=uid, orientation=90.0)) == pytest.approx(direct)
+    # defect 7: (max − min)/(max + min) is a tuning contrast, named so; no "selectivity_index"
+    # to mistake for Allen's g_osi_dg (grating_metrics)
+    assert not hasattr(npd.analyses, "selectivity_index")
+    c = curves.values
+    np.testing.assert_allclose(tuning_contrast(curves).values,
+                               (c.max(1) - c.min(1)) / (c.max(1) + c.min(1)), rtol=1e-12)
 
 
 def test_cross_area_correlations_follow_the_stimulus(session):
@@ -179,6 +221,13 @@ def test_map_sessions_collects_and_reports_failures(cache, local_client, tmp_pat
         one = spectra(cache.get_session_data(ids[0])).compute()
     np.testing.assert_allclose(res.result.sel(session_id=ids[0]).dropna("structure", how="all"),
                                one, rtol=1e-9)
+    # what differs between sessions stays per session (the second one has invalid intervals)
+    for sid in ids:
+        own, got = res.per_session[sid], res.result.sel(session_id=sid)
+        np.testing.assert_array_equal(got.n_segments.values, own.n_segments.values)
+        np.testing.assert_allclose(got.ci_low.sel(structure=own.structure).values,
+                                   own.ci_low.values, rtol=1e-12)
+    assert res.result.n_segments.dims == ("session_id", "stimulus")
 
 
 # ---- issue 25: definitions checked against independent computations, named errors ---------------
@@ -189,17 +238,25 @@ def _direct_counts(session, uids, starts, ends):
                       for a, b in zip(starts, ends, strict=True)] for u in uids], dtype=float)
 
 
-def _area_means(r, areas, names):
+def _area_means(r, areas, names, how="mean"):
+    """Per area pair: the mean of the pairs' r (or tanh of their mean Fisher z), their number,
+    and the SD across them of r (or z)."""
     out = np.full((len(names), len(names)), np.nan)
+    sd = np.full_like(out, np.nan)
     pairs = np.zeros((len(names), len(names)), int)
     for i, a in enumerate(names):
         for j, b in enumerate(names):
-            vals = [r[u, v] for u in range(len(areas)) for v in range(len(areas))
-                    if areas[u] == a and areas[v] == b and (u < v if a == b else True)
-                    and np.isfinite(r[u, v])]
-            if vals:
-                out[i, j], pairs[i, j] = np.mean(vals), len(vals)
-    return out, pairs
+            vals = np.array([r[u, v] for u in range(len(areas)) for v in range(len(areas))
+                             if areas[u] == a and areas[v] == b and (u < v if a == b else True)
+                             and np.isfinite(r[u, v])])
+            if how == "fisher_z":
+                vals = np.arctanh(np.clip(vals, -0.999999, 0.999999))
+            if vals.size:
+                out[i, j], pairs[i, j] = vals.mean(), vals.size
+                out[i, j] = np.tanh(out[i, j]) if how == "fisher_z" else out[i, j]
+            if vals.size > 1:
+                sd[i, j] = vals.std(ddof=1)
+    return out, pairs, sd
 
 
 def _units_used(session, min_rate=0.5):
@@ -234,13 +291,24 @@ def test_spontaneous_noise_correlation_is_pearson_of_block_residuals(session):
                                            0)
         with np.errstate(invalid="ignore", divide="ignore"):
             r = np.corrcoef(z)
-        want, pairs = _area_means(r, areas, names)
+        want, pairs, sd = _area_means(r, areas, names)
         got = got.compute()
         assert int(got.n_trials.sel(stimulus="spontaneous")) == len(starts)
         assert int(got.n_conditions.sel(stimulus="spontaneous")) == len(blocks)
         np.testing.assert_allclose(got.sel(stimulus="spontaneous").values, want, rtol=1e-9,
                                    atol=1e-12)
         assert np.array_equal(got.n_pairs.sel(stimulus="spontaneous").values, pairs)
+        np.testing.assert_allclose(got.sd.sel(stimulus="spontaneous").values, sd, rtol=1e-9)
+    # the area value as tanh of the mean Fisher z over pairs, the SD of z (same counts: 0.5 s)
+    fz = spike_count_correlations(session, ["spontaneous"], spontaneous_trial_s=trial_s,
+                                  area_average="fisher_z").compute()
+    want, pairs, sd = _area_means(r, areas, names, "fisher_z")
+    np.testing.assert_allclose(fz.sel(stimulus="spontaneous").values, want, rtol=1e-9,
+                               atol=1e-12)
+    np.testing.assert_allclose(fz.sd.sel(stimulus="spontaneous").values, sd, rtol=1e-9)
+    assert np.array_equal(fz.n_pairs.sel(stimulus="spontaneous").values, pairs)
+    assert (fz.n_clipped.values == 0).all() and "n_clipped" not in got.coords
+    assert fz.attrs["area_average"] == "fisher_z" and fz.sd.attrs["units"] == "z (Fisher)"
 
 
 @pytest.mark.parametrize("average", ["pooled", "fisher_z"])
@@ -283,7 +351,7 @@ def test_driven_noise_correlation_per_condition(session, average):
             den += np.where(ok, w, 0)
         with np.errstate(invalid="ignore", divide="ignore"):
             r = np.tanh(num / den)
-    want, pairs = _area_means(r, areas, names)
+    want, _, _ = _area_means(r, areas, names)
     np.testing.assert_allclose(got.sel(stimulus="drifting_gratings").values, want, rtol=1e-9,
                                atol=1e-12)
     assert got.n_trials.item() == use.sum()
@@ -335,6 +403,16 @@ def test_flash_spectrum_by_multitaper_equals_direct_dpss(session):
     np.testing.assert_allclose(got.sem.sel(stimulus="flashes").values,
                                per.std(0, ddof=1) / np.sqrt(len(per)), rtol=2e-4)
     assert np.isfinite(got.values).all()
+    # 95 % chi-square interval with ν = 2·K·N, from ⌈NW⌉ = 2 bins above 0 Hz to 2 below Nyquist
+    nu, inner = 2 * 3 * len(flashes), slice(2, -2)
+    one = got.sel(stimulus="flashes")
+    np.testing.assert_array_equal(one.dof.values[inner], nu)
+    assert np.isnan(one.dof.values[:2]).all() and np.isnan(one.dof.values[-2:]).all()
+    np.testing.assert_allclose(one.ci_low.values[inner],
+                               nu * per.mean(0)[inner] / stats.chi2.ppf(0.975, nu), rtol=2e-5)
+    np.testing.assert_allclose(one.ci_high.values[inner],
+                               nu * per.mean(0)[inner] / stats.chi2.ppf(0.025, nu), rtol=2e-5)
+    assert got.attrs["ci"]["dof"] == {"flashes": nu} and "2·K·N" in got.attrs["ci"]["method"]
 
 
 def test_spectra_leave_invalid_times_out_and_say_how_much(flawed):
@@ -391,11 +469,15 @@ def test_user_mistakes_are_named_errors_listing_the_choices(session):
         (lambda: relative_to(spectra, "spont"), InvalidSelectionError, "'spontaneous'"),
         (lambda: lfp_spectra(session, int(session.probes.index[0]), method="fft"),
          InvalidSelectionError, "'welch', 'multitaper'"),
+        (lambda: lfp_spectra(session, int(session.probes.index[0]), confidence=95),
+         InvalidSelectionError, r"confidence=95 .*\(0, 1\)"),
         (lambda: psth(session, "flashes", normalize="z"), InvalidSelectionError, "'zscore'"),
         (lambda: psth(session, "flashes", condition_by="colour"), InvalidSelectionError,
          "'color'"),
         (lambda: spike_count_correlations(session, average="mean"), InvalidSelectionError,
          "'fisher_z'"),
+        (lambda: spike_count_correlations(session, area_average="median"),
+         InvalidSelectionError, "'mean', 'fisher_z'"),
         (lambda: receptive_field_centres(session, stimulus_name="flashes"),
          InvalidSelectionError, "x_position"),
         (lambda: receptive_field_centres(session, stimulus_name="gabor"),

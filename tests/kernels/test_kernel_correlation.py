@@ -65,6 +65,42 @@ def test_area_mean_single_unit_area_is_nan():
     assert np.isnan(mean[1, 1])  # one unit: no pair
 
 
+def test_area_stats_mean_and_fisher_z_against_numpy():
+    """Per area pair, over the same unit pairs as numpy picks them: the mean of r, or tanh of
+    the mean of arctanh(r) with |r| = 1 clipped at 0.999999 and counted; the SD (ddof 1) of r,
+    or of z; NaN below one (value) or two (SD) pairs."""
+    x, areas = _counts(seed=5, n_units=12, n_bins=200)
+    areas = np.array(list(areas[:-1]) + ["LP"])  # LP: one unit, no pair of its own
+    x[7] = 0  # silent: skipped
+    x[3] = x[2] * 2  # r = 1 with unit 2
+    corr = C.pairwise_correlation(x)
+    mean = C.area_stats(corr, areas, "mean")
+    fz = C.area_stats(corr, areas, "fisher_z")
+    assert fz.labels.tolist() == ["LGd", "LP", "V1"]
+    for i, a in enumerate(fz.labels):
+        for j, b in enumerate(fz.labels):
+            r = np.array([corr[u, v] for u in range(len(x)) for v in range(len(x))
+                          if areas[u] == a and areas[v] == b and (u < v if a == b else True)
+                          and not np.isnan(corr[u, v])])
+            z = np.arctanh(np.clip(r, -0.999999, 0.999999))
+            assert mean.pairs[i, j] == fz.pairs[i, j] == r.size
+            assert fz.clipped[i, j] == np.sum(np.abs(r) >= 0.999999)
+            assert mean.clipped[i, j] == 0  # nothing is clipped for a plain mean
+            if r.size == 0:
+                assert np.isnan([mean.value[i, j], fz.value[i, j]]).all()
+                continue
+            np.testing.assert_allclose(mean.value[i, j], r.mean(), rtol=1e-12)
+            np.testing.assert_allclose(fz.value[i, j], np.tanh(z.mean()), rtol=1e-12)
+            if r.size < 2:
+                assert np.isnan([mean.sd[i, j], fz.sd[i, j]]).all()
+                continue
+            np.testing.assert_allclose(mean.sd[i, j], r.std(ddof=1), rtol=1e-9)
+            np.testing.assert_allclose(fz.sd[i, j], z.std(ddof=1), rtol=1e-9)
+    assert fz.clipped[2, 2] == 1 and fz.pairs[1, 1] == 0
+    # the clipped pair pulls Fisher z's average above the plain mean of r
+    assert fz.value[2, 2] > mean.value[2, 2]
+
+
 def test_count_in_bins_half_open_and_gaps():
     trains = [np.array([0.0, 0.5, 1.0, 1.0, 2.5, 4.0]), np.array([]), np.array([3.0])]
     starts, ends = np.array([0.0, 0.5, 3.0]), np.array([0.5, 1.0, 4.0])  # gap [1, 3) skipped
@@ -102,7 +138,8 @@ def test_noise_correlation_chain_recovers_shared_gain():
     counts = KC.count_in_bins(trains, starts, starts + dur)
     assert counts.shape == (12, n_pres) and counts.sum() == sum(len(t) for t in trains)
     names = ["CA1", "VISl", "VISp", "VISrl"]
-    got, n_pairs = KC.area_noise_correlation(counts, cond, areas, names)
+    got, _, n_pairs, _ = KC.area_noise_correlation(counts, cond, areas, names)
+    assert n_pairs.tolist() == [[6, 16, 16, 0], [16, 6, 16, 0], [16, 16, 6, 0], [0, 0, 0, 0]]
     assert got.shape == (4, 4) and np.allclose(got, got.T, equal_nan=True)
     assert got[1, 2] > 0.3 and got[1, 1] > 0.3 and got[2, 2] > 0.3  # shared gain
     assert abs(got[0, 1]) < 0.1 and abs(got[0, 2]) < 0.1  # CA1 is independent

@@ -259,3 +259,64 @@ def test_multitaper_epochs_equal_direct_dpss_whatever_the_blocking(block_len):
     np.testing.assert_allclose(psd[0], per.mean(0), rtol=1e-9)
     np.testing.assert_allclose(sem[0], per.std(0, ddof=1) / 2.0, rtol=1e-7)
     np.testing.assert_allclose(f, np.fft.rfftfreq(n, 1 / FS))
+
+
+# ---- confidence intervals: degrees of freedom and coverage ---------------------------------------
+
+def test_equivalent_dof_is_percival_and_walden_for_overlapping_hann_and_2kn_for_multitaper():
+    """Welch 1967 / Percival & Walden eq. 292a, written here from the window itself:
+    ν = 2N / (1 + 2 Σ_m (1 − m/N) ρ(m·step)²), ρ the unit-energy window's autocorrelation;
+    36N²/(19N − 1) for Hann at 50 %. Non-overlapping segments add 2K each."""
+    nperseg, step, n = 64, 16, 10
+    w = scipy.signal.get_window("hann", nperseg)
+    w /= np.sqrt((w * w).sum())
+    acf = np.correlate(w, w, "full")[nperseg - 1:]
+    rho = [acf[m * step] if m * step < nperseg else 0.0 for m in range(1, n)]
+    want = 2 * n / (1 + 2 * sum((1 - m / n) * r * r for m, r in enumerate(rho, 1)))
+    seg = _whole(nperseg + (n - 1) * step, nperseg, step)
+    assert K.segment_dof(nperseg + (n - 1) * step, seg)[0] == pytest.approx(want, rel=1e-12)
+    half = _whole(nperseg + (n - 1) * 32, nperseg, 32)
+    assert K.segment_dof(nperseg + (n - 1) * 32, half)[0] == pytest.approx(
+        36 * n * n / (19 * n - 1), rel=1e-9)
+    # two presentations far apart: their segments share nothing, the dofs add
+    two = K.Segmenting(nperseg, 32, (np.array([[0, 160], [1024, 1184]]),), "hann")
+    one = K.Segmenting(nperseg, 32, (np.array([[0, 160]]),), "hann")
+    assert K.segment_dof(1200, two)[0] == pytest.approx(2 * K.segment_dof(1200, one)[0])
+    mt = K.Segmenting(32, 32, (np.array([[0, 320]]),), ("dpss", 2.0), "epoch")
+    assert K.segment_dof(320, mt)[0] == pytest.approx(2 * 3 * 10)  # K = 2NW − 1 = 3 tapers
+
+
+@pytest.mark.parametrize("seg", [
+    K.Segmenting(64, 16, (np.array([[0, 640]]),), "hann"),  # 75 % overlap: ν ≈ 39, not 2N = 74
+    K.Segmenting(64, 32, (np.array([[0, 200], [300, 500], [600, 640]]),), "hann"),
+    K.Segmenting(64, 64, (np.array([[0, 640]]),), ("dpss", 2.0), "epoch"),
+    K.Segmenting(64, 64, (np.array([[0, 640]]),), ("dpss", 4.0), "epoch"),
+], ids=["welch-75%", "welch-presentations", "multitaper-NW2", "multitaper-NW4"])
+def test_chi2_interval_covers_the_known_psd_of_white_noise(seg):
+    """Unit-variance white noise at 100 Hz has a one-sided PSD of 2/100 V²/Hz. Over 3000
+    channels × the frequencies with an interval, the 95 % interval covers it in 95 % ± 1.5 %
+    of the estimates (binomial SD ≈ 0.1–0.3 % here, neighbouring bins being correlated), the
+    estimates' relative variance is 2/ν within 5 %, and no interval is given within the taper's
+    bandwidth of 0 Hz and Nyquist."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((640, 3000))
+    _, psd, _ = K.welch(x, 100.0, seg)
+    dof = K.frequency_dof(K.segment_dof(640, seg), seg.nperseg, K.edge_bins(seg.window))[0]
+    low, high = K.chi2_factors(dof, 0.95)
+    has = np.isfinite(dof)
+    edge = K.edge_bins(seg.window)
+    assert not has[:edge].any() and not has[-edge:].any() and has[edge:-edge].all()
+    est = psd[0][has]
+    covered = (est * low[has, None] <= 0.02) & (est * high[has, None] >= 0.02)
+    assert covered.mean() == pytest.approx(0.95, abs=0.015)
+    assert est.var() / est.mean() ** 2 == pytest.approx(2 / dof[has][0], rel=0.05)
+
+
+def test_ratio_interval_is_the_f_interval():
+    """(P̂₁/P̂₂)/(P₁/P₂) ~ F(ν₁, ν₂): the dB bounds are −10·log10 of its quantiles."""
+    from scipy import stats
+
+    low, high = K.ratio_factors_db(np.array([40.0, np.nan]), np.array([60.0, 60.0]), 0.9)
+    assert low[0] == pytest.approx(-10 * np.log10(stats.f.ppf(0.95, 40, 60)))
+    assert high[0] == pytest.approx(-10 * np.log10(stats.f.ppf(0.05, 40, 60)))
+    assert np.isnan(low[1]) and np.isnan(high[1])

@@ -7,8 +7,9 @@ parameters named in ``condition_by``). Conditions shown fewer than ``min_trials`
 out (their means are too noisy to subtract), and the result says how many. ``average="pooled"``
 z-scores each count within its condition and takes one Pearson correlation over all kept trials;
 ``average="fisher_z"`` correlates within each condition and averages Fisher z (weights: trials −
-3). Area values are the mean over unit pairs (distinct units within an area), with the number of
-pairs and of trials alongside.
+3). Area values average the unit pairs (distinct units within an area): their plain mean
+(``area_average="mean"``) or ``tanh`` of the mean of their Fisher z (``"fisher_z"``), with the
+spread across pairs (``sd``) and the numbers of pairs and of trials alongside.
 
 **Spontaneous activity** has no presentations to repeat: each spontaneous block is cut into
 back-to-back pseudo-trials of ``spontaneous_trial_s`` seconds, and each block is one condition
@@ -30,6 +31,7 @@ import xarray as xr
 
 from ..errors import InvalidSelectionError
 from ..kernels import correlation_blocks as KC
+from ..kernels.correlation import AREA_AVERAGES
 from ..tasks.spikes import per_group, unit_groups
 from . import checks, validity
 
@@ -64,6 +66,7 @@ def spike_count_correlations(session, stimuli: list[str] | None = None, *,
                              window: tuple[float, float] | None = None,
                              condition_by: list[str] | str | None = None,
                              min_trials: int = 5, average: str = "pooled",
+                             area_average: str = "mean",
                              spontaneous_trial_s: float = 1.0, min_rate: float = 0.5,
                              unit_ids=None, exclude_invalid: bool = True) -> xr.DataArray:
     """Mean noise correlation between areas, per stimulus: ``(stimulus, area_a, area_b)``.
@@ -76,18 +79,25 @@ def spike_count_correlations(session, stimuli: list[str] | None = None, *,
     condition_by : stimulus parameters that define a condition; default every parameter
         (``stimulus_condition_id``).
     min_trials : conditions shown fewer times are excluded (default 5).
-    average : ``"pooled"`` (default) or ``"fisher_z"``.
+    average : over conditions, ``"pooled"`` (default) or ``"fisher_z"``.
+    area_average : over the unit pairs of two areas, ``"mean"`` (default) of r, or
+        ``"fisher_z"``: ``tanh`` of the mean of ``arctanh(r)``, pairs with |r| = 1 clipped to
+        ±0.999999 and counted in ``n_clipped``.
     spontaneous_trial_s : length of the spontaneous pseudo-trials (default 1 s).
     min_rate : units firing below this overall rate (Hz) are left out.
     unit_ids : restrict to these units (default every unit with a structure).
 
-    The result carries ``n_pairs`` (stimulus, area_a, area_b), and per stimulus ``n_trials``
+    The result carries ``n_pairs`` and ``sd`` (stimulus, area_a, area_b): the standard deviation
+    across pairs of what was averaged (r, or z for ``area_average="fisher_z"``, which also gives
+    ``n_clipped``); pairs share units, so ``sd/√n_pairs`` is no standard error. Per stimulus
+    ``n_trials``
     (kept), ``n_conditions``, ``n_conditions_excluded`` and ``n_invalid_trials``; attrs give
     the definition in words. Lazy: one task per group of units and stimulus, one kernel call
     per stimulus.
     """
     stimuli = checks.stimulus_names(session, stimuli, ["spontaneous", "drifting_gratings"])
     checks.choice("average", average, KC.AVERAGES)
+    checks.choice("area_average", area_average, AREA_AVERAGES)
     if isinstance(condition_by, str):
         condition_by = [condition_by]
     if int(min_trials) < 2:
@@ -104,7 +114,7 @@ def spike_count_correlations(session, stimuli: list[str] | None = None, *,
     probes = pd.unique(validity.probe_names(units))
     src = session.reader.spike_source()
     groups = unit_groups(uids)
-    means, pairs, info = [], [], []
+    stats, info = [], []
     for stim in stimuli:
         pres = session.get_stimulus_table(stim)
         if stim == SPONTANEOUS:
@@ -133,27 +143,35 @@ def spike_count_correlations(session, stimuli: list[str] | None = None, *,
         parts = per_group(KC.count_in_bins, src, groups, session.spike_ranges, starts[use],
                           ends[use])
         counts = dask.delayed(np.concatenate)(parts, axis=0)
-        res = dask.delayed(KC.area_noise_correlation, nout=2)(counts, keys[use], areas, names,
-                                                             average)
-        shape = (len(names), len(names))
-        means.append(da.from_delayed(res[0], shape=shape, dtype=np.float64))
-        pairs.append(da.from_delayed(res[1], shape=shape, dtype=np.int64))
+        res = dask.delayed(KC.area_noise_correlation)(counts, keys[use], areas, names, average,
+                                                      area_average)
+        stats.append(da.from_delayed(res, shape=(4, len(names), len(names)), dtype=np.float64))
     n_trials, n_cond, n_excl, n_invalid = (np.array(v) for v in zip(*info, strict=True))
     dims = ("stimulus", "area_a", "area_b")
+    stats = da.stack(stats, axis=1)  # (value | sd | pairs | clipped, stimulus, a, b)
+    sd_units = "z (Fisher)" if area_average == "fisher_z" else "r (Pearson)"
+    extra = {"n_clipped": (dims, stats[3].astype(np.int64))} if area_average == "fisher_z" else {}
     return xr.DataArray(
-        da.stack(means), dims=dims, name="noise_correlation",
+        stats[0], dims=dims, name="noise_correlation",
         coords={"stimulus": stimuli, "area_a": names, "area_b": names,
-                "n_pairs": (dims, da.stack(pairs)), "n_trials": ("stimulus", n_trials),
+                "n_pairs": (dims, stats[2].astype(np.int64)),
+                "sd": (dims, stats[1], {"units": sd_units,
+                                        "description": "SD across unit pairs (ddof 1)"}),
+                **extra, "n_trials": ("stimulus", n_trials),
                 "n_conditions": ("stimulus", n_cond),
                 "n_conditions_excluded": ("stimulus", n_excl),
                 "n_invalid_trials": ("stimulus", n_invalid)},
         attrs={"units": "r (Pearson)", "session_id": session.ecephys_session_id,
-               "average": average, "min_trials": int(min_trials),
+               "average": average, "area_average": area_average,
+               "min_trials": int(min_trials),
                "window_s": "whole presentation" if window is None else list(window),
                "condition_by": "stimulus_condition_id" if condition_by is None
                else list(condition_by),
                "spontaneous_trial_s": float(spontaneous_trial_s), "min_rate_hz": min_rate,
                "definition": "spike counts per trial minus their condition's mean (z-scored "
                              "within condition for 'pooled'); spontaneous blocks cut into "
-                             "pseudo-trials, one condition per block; area value = mean over "
-                             "unit pairs"})
+                             "pseudo-trials, one condition per block; area value = "
+                             + ("tanh of the mean Fisher z (arctanh r, |r| clipped at "
+                                "0.999999) over unit pairs" if area_average == "fisher_z"
+                                else "mean of r over unit pairs")
+                             + "; sd = standard deviation across those pairs"})

@@ -6,8 +6,8 @@ as a tree of neighbours, which also adds the segments straddling two blocks, so 
 holds more than one block and the blocking does not change the result. ``"all"`` is the whole
 recording (or ``time_range``). Welch (1 s Hann segments on one grid) for long epochs, multitaper
 (DPSS tapers on segments fitted to each presentation) for short ones such as 250 ms flashes;
-every result carries its segment counts, standard errors and the invalid time it left out
-(docs/analyses.md).
+every result carries its segment counts, standard errors, chi-square confidence intervals and
+the invalid time it left out (docs/analyses.md).
 """
 
 from __future__ import annotations
@@ -77,6 +77,50 @@ def _segment_seconds(method: str, seconds_per_segment, intervals: dict[str, np.n
     return value
 
 
+def _confidence(value) -> float:
+    try:
+        level = float(value)
+    except (TypeError, ValueError):
+        level = float("nan")
+    if not 0 < level < 1:
+        raise InvalidSelectionError(f"confidence={value!r} must be a level in (0, 1), e.g. "
+                                    "0.95 for a 95 % interval.")
+    return level
+
+
+def _with_ci(spectra: xr.DataArray, confidence: float) -> xr.DataArray:
+    """``spectra`` with ``ci_low``/``ci_high`` (V²/Hz), the chi-square ``confidence`` interval
+    of each value from its ``dof`` coordinate ``(stimulus, frequency)``, and ``attrs["ci"]``.
+
+    The bounds are the value times a factor of its degrees of freedom, so they stay lazy, and a
+    mean over channels with one ``dof`` (``by_structure``) has as bounds the mean of theirs.
+    """
+    dof = spectra["dof"]
+    low, high = K.chi2_factors(dof.values, confidence)
+    data = spectra.variable
+    units = {"units": spectra.attrs.get("units", "V²/Hz")}
+    out = spectra.assign_coords({
+        name: (spectra.dims, (xr.Variable(dof.dims, f) * data).transpose(*spectra.dims).data,
+               units) for name, f in (("ci_low", low), ("ci_high", high))})
+    if spectra.attrs.get("method") == "multitaper":
+        how = (f"chi-square, ν = 2·K·N (K = {spectra.attrs['n_tapers']} DPSS tapers, N "
+               "segments; Percival & Walden 1993)")
+    else:
+        how = ("chi-square, ν = equivalent degrees of freedom of the overlapping Hann segments "
+               "(Welch 1967; Percival & Walden 1993 eq. 292a, from the window's overlap "
+               "correlation and the segments' starts)")
+    interior = dof.fillna(0.0).max([d for d in dof.dims if d != "stimulus"]).values
+    freqs = dof.frequency.values[dof.notnull().any([d for d in dof.dims if d != "frequency"])
+                                 .values]
+    out.attrs = {**spectra.attrs, "ci": {
+        "level": float(confidence), "method": how,
+        "dof": dict(zip(map(str, dof.stimulus.values), np.round(interior, 3).tolist(),
+                        strict=True)),
+        "frequencies_hz": [float(freqs.min()), float(freqs.max())] if freqs.size else [],
+        "note": "no interval (NaN) within the taper's bandwidth of 0 Hz and Nyquist"}}
+    return out
+
+
 def _refuse_empty(labels, counts, intervals, seconds, method, invalid_s_skipped):
     empty = [name for name, n in zip(labels, counts, strict=True) if n == 0]
     if not empty:
@@ -98,7 +142,7 @@ def lfp_spectra(session, probe_id: int, stimuli: list[str] | None = None, *,
                 method: str = "welch", seconds_per_segment: float | None = None,
                 overlap: float = 0.5, time_half_bandwidth: float = 2.0,
                 include_all: bool = True, time_range=None,
-                exclude_invalid: bool = True) -> xr.DataArray:
+                exclude_invalid: bool = True, confidence: float = 0.95) -> xr.DataArray:
     """LFP power spectral density (V²/Hz) per stimulus and channel: ``(stimulus, frequency,
     channel)``, lazy.
 
@@ -117,11 +161,17 @@ def lfp_spectra(session, probe_id: int, stimuli: list[str] | None = None, *,
     stimulus's intervals within the recording that are invalid, see ``analyses.validity``, and
     that no segment touches) per stimulus, and ``sem``, the
     standard error of the mean periodogram across segments (overlapping welch segments are not
-    independent, so then a lower bound). A stimulus that would hold no segment is refused
-    (:class:`InvalidSelectionError`), as is an unknown one. One task per LFP block plus a tree
+    independent, so then a lower bound). ``ci_low``/``ci_high`` (V²/Hz) are the two-sided
+    ``confidence`` interval of each value, chi-square with the ``dof`` coordinate's degrees of
+    freedom: ``2·K·N`` for ``K`` tapers and ``N`` back-to-back multitaper segments, the
+    equivalent degrees of freedom of the overlapping Hann segments for welch (Percival & Walden
+    1993); NaN within the taper's bandwidth of 0 Hz and Nyquist, where the chi-square law fails;
+    ``attrs["ci"]`` states the level, method and dof. A stimulus that would hold no segment is
+    refused (:class:`InvalidSelectionError`), as is an unknown one. One task per LFP block plus a tree
     reduction; one FFT per segment and taper whatever the number of stimuli.
     """
     choice("method", method, METHODS)
+    confidence = _confidence(confidence)
     asked = stimuli is not None
     stimuli = checks.stimulus_names(session, stimuli)
     try:
@@ -176,6 +226,7 @@ def lfp_spectra(session, probe_id: int, stimuli: list[str] | None = None, *,
                                seg.window, seg.placement)
             counts = counts[keep]
     _refuse_empty(labels, counts, intervals, seconds, method, invalid_s_skipped)
+    dof = K.frequency_dof(K.segment_dof(len(times), seg), nperseg, K.edge_bins(window))
     blocks = lfp.data.to_delayed().ravel()
     starts = np.cumsum((0,) + lfp.data.chunks[0][:-1])
     seg_d = dask.delayed(seg, pure=True)  # one key: every task shares it
@@ -193,7 +244,8 @@ def lfp_spectra(session, probe_id: int, stimuli: list[str] | None = None, *,
     coords.update({"stimulus": labels, "frequency": ("frequency", freqs, {"units": "Hz"}),
                    "n_segments": ("stimulus", counts),
                    "invalid_s_skipped": ("stimulus", [invalid_s_skipped[n] for n in labels], {"units": "s"}),
-                   "sem": (("stimulus", "frequency", "channel"), sem, {"units": "V²/Hz"})})
+                   "sem": (("stimulus", "frequency", "channel"), sem, {"units": "V²/Hz"}),
+                   "dof": (("stimulus", "frequency"), dof)})
     attrs = {"units": "V²/Hz", "probe_id": probe_id, "session_id": session.ecephys_session_id,
              "method": method, "nperseg": nperseg, "step": step,
              "segment_s": nperseg / fs, "frequency_resolution_hz": fs / nperseg,
@@ -201,8 +253,8 @@ def lfp_spectra(session, probe_id: int, stimuli: list[str] | None = None, *,
     if method == "multitaper":
         attrs.update(time_half_bandwidth=float(time_half_bandwidth), n_tapers=seg.n_tapers,
                      bandwidth_hz=2 * float(time_half_bandwidth) * fs / nperseg)
-    return xr.DataArray(psd, dims=("stimulus", "frequency", "channel"), coords=coords,
-                        name="psd", attrs=attrs)
+    return _with_ci(xr.DataArray(psd, dims=("stimulus", "frequency", "channel"),
+                                 coords=coords, name="psd", attrs=attrs), confidence)
 
 
 def by_structure(psd: xr.DataArray) -> xr.DataArray:
@@ -210,9 +262,12 @@ def by_structure(psd: xr.DataArray) -> xr.DataArray:
 
     ``sem`` becomes the mean of the channels' standard errors: exact if the channels' segment
     powers move together (neighbouring LFP channels nearly do), an upper bound otherwise.
+    ``ci_low``/``ci_high`` are the chi-square interval of the mean with one channel's degrees
+    of freedom (the mean of the channels' bounds): exact under the same condition, too wide
+    (conservative) otherwise.
     """
     keep = np.flatnonzero(psd.structure_acronym.values != "")
-    inside = psd.isel(channel=keep)
+    inside = psd.isel(channel=keep).drop_vars(["ci_low", "ci_high"], errors="ignore")
     sem = inside["sem"] if "sem" in inside.coords else None
     inside = inside.drop_vars("sem", errors="ignore")
     out = inside.groupby("structure_acronym").mean("channel")
@@ -223,7 +278,8 @@ def by_structure(psd: xr.DataArray) -> xr.DataArray:
         out = out.assign_coords(sem=sem_da.groupby("structure_acronym").mean("channel")
                                 .transpose(*out.dims).variable)
     out.attrs = dict(psd.attrs)
-    return out.rename(structure_acronym="structure")
+    out = out.rename(structure_acronym="structure")
+    return _with_ci(out, psd.attrs["ci"]["level"]) if "ci" in psd.attrs else out
 
 
 def session_structure_spectra(session, stimuli: list[str] | None = None,
@@ -232,7 +288,9 @@ def session_structure_spectra(session, stimuli: list[str] | None = None,
     structure)``. Probes are computed in parallel; a structure seen by several probes is the
     mean of their spectra. ``attrs['probe_ids']`` lists the probes, ``attrs['n_segments']``
     each probe's segments per stimulus; the ``n_segments`` coordinate is the fewest of any
-    probe. Keyword arguments are :func:`lfp_spectra`'s."""
+    probe, and ``dof`` the fewest degrees of freedom: ``ci_low``/``ci_high`` are the chi-square
+    interval of the probe mean with them (conservative: probes seeing one structure are not
+    fully correlated). Keyword arguments are :func:`lfp_spectra`'s."""
     probes = session.probes.index[session.probes["has_lfp_data"].astype(bool)]
     per_probe = [by_structure(lfp_spectra(session, int(p), stimuli, **kwargs)) for p in probes]
     if not per_probe:
@@ -243,7 +301,9 @@ def session_structure_spectra(session, stimuli: list[str] | None = None,
     fewest = np.min([s.n_segments.values for s in per_probe], axis=0)
     excluded = np.max([s.invalid_s_skipped.values for s in per_probe], axis=0)
     sems = [s["sem"].reset_coords(drop=True) for s in per_probe]
-    per_probe = [s.drop_vars(["n_segments", "invalid_s_skipped", "sem"]) for s in per_probe]
+    dof = np.min([s["dof"].values for s in per_probe], axis=0)
+    per_probe = [s.drop_vars(["n_segments", "invalid_s_skipped", "sem", "dof", "ci_low",
+                              "ci_high"]) for s in per_probe]
 
     def over_probes(arrays):
         return xr.concat(arrays, dim="probe", coords="minimal", compat="override",
@@ -254,17 +314,46 @@ def session_structure_spectra(session, stimuli: list[str] | None = None,
     attrs = {k: v for k, v in per_probe[0].attrs.items() if k != "probe_id"}
     attrs.update(probe_ids=[int(p) for p in probes], n_segments=n_seg)
     out.attrs = attrs
-    return out.assign_coords(n_segments=("stimulus", fewest),
-                             invalid_s_skipped=("stimulus", excluded, {"units": "s"}))
+    out = out.assign_coords(n_segments=("stimulus", fewest),
+                            invalid_s_skipped=("stimulus", excluded, {"units": "s"}),
+                            dof=(("stimulus", "frequency"), dof))
+    return _with_ci(out, attrs["ci"]["level"])
 
 
 def relative_to(spectra: xr.DataArray, baseline: str = "spontaneous") -> xr.DataArray:
-    """Power change relative to a baseline stimulus, in dB: ``10·log10(P / P_baseline)``."""
+    """Power change relative to a baseline stimulus, in dB: ``10·log10(P / P_baseline)``.
+
+    ``ci_low``/``ci_high`` (dB) are the interval of the ratio at the spectra's confidence level:
+    two independent chi-square estimates with ``ν`` and ``ν_b`` degrees of freedom (the ``dof``
+    coordinate) have ``(P̂/P̂_b)/(P/P_b) ~ F(ν, ν_b)``, so the true ratio lies in
+    ``[R̂/F(1 − α/2), R̂/F(α/2)]``. Only stimuli whose segments are disjoint from the baseline's
+    are independent of it: the baseline itself and ``"all"`` (which contains every stimulus)
+    have NaN bounds, and so has everything when the baseline is ``"all"``. The V²/Hz bounds
+    and ``sem`` are dropped: they do not apply to a ratio.
+    """
     choice("baseline", baseline, list(spectra.stimulus.values))
-    base = spectra.drop_vars("sem", errors="ignore")
+    base = spectra.drop_vars(["sem", "ci_low", "ci_high", "dof"], errors="ignore")
     out = 10 * np.log10(base / base.sel(stimulus=baseline))
     out.name = "power_change"
-    out.attrs = {**spectra.attrs, "units": "dB", "baseline": baseline}
+    attrs = {k: v for k, v in spectra.attrs.items() if k != "ci"}
+    attrs.update(units="dB", baseline=baseline)
+    if "dof" in spectra.coords and "ci" in spectra.attrs:
+        dof = spectra["dof"]
+        level = spectra.attrs["ci"]["level"]
+        num, den = xr.broadcast(dof, dof.sel(stimulus=baseline, drop=True))
+        low, high = K.ratio_factors_db(num.values, den.values, level)
+        shared = xr.Variable("stimulus", [str(name) in (baseline, ALL) or baseline == ALL
+                                          for name in dof.stimulus.values])
+        out = out.assign_coords({
+            name: (out.dims, (out.variable + xr.Variable(num.dims, f).where(~shared))
+                   .transpose(*out.dims).data, {"units": "dB"})
+            for name, f in (("ci_low", low), ("ci_high", high))})
+        attrs["ci"] = {
+            "level": level, "dof": spectra.attrs["ci"]["dof"],
+            "method": "F interval of the ratio of two independent chi-square estimates, "
+                      "(P̂/P̂_b)/(P/P_b) ~ F(ν, ν_b); NaN for the baseline and 'all', "
+                      "which share its segments"}
+    out.attrs = attrs
     return out
 
 

@@ -16,7 +16,7 @@ Every kernel here is called by the package (``session``, ``analyses``); there is
   counts (``analyses.correlations``).
 """
 
-from .correlation import area_mean, pairwise_correlation
+from .correlation import area_mean, area_stats, pairwise_correlation
 from .correlation_blocks import (
     area_noise_correlation,
     count_in_bins,
@@ -51,6 +51,7 @@ __all__ = [
     "Partial",
     "Segmenting",
     "area_mean",
+    "area_stats",
     "area_noise_correlation",
     "assign_condition_ids",
     "block_partial",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .correlation import area_mean, pairwise_correlation
+from .correlation import R_CLIP, area_stats, pairwise_correlation
 
 
 def count_in_bins(trains: Sequence[np.ndarray], starts: np.ndarray,
@@ -77,7 +77,7 @@ def noise_correlation(counts: np.ndarray, keys: np.ndarray, average: str = "pool
             continue
         r = pairwise_correlation(counts[:, sel])
         ok = ~np.isnan(r)
-        z = np.arctanh(np.clip(np.where(ok, r, 0.0), -0.999999, 0.999999))
+        z = np.arctanh(np.clip(np.where(ok, r, 0.0), -R_CLIP, R_CLIP))
         total += np.where(ok, w * z, 0.0)
         weight += np.where(ok, w, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -88,18 +88,20 @@ def noise_correlation(counts: np.ndarray, keys: np.ndarray, average: str = "pool
 
 
 def area_noise_correlation(counts: np.ndarray, keys: np.ndarray, areas: np.ndarray,
-                           names: list[str], average: str = "pooled"
-                           ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean noise correlation per pair of ``names`` and the number of unit pairs behind each
-    (areas absent from ``areas`` give NaN and 0)."""
-    labels, mean, pairs = area_mean(noise_correlation(counts, keys, average), np.asarray(areas))
-    out = np.full((len(names), len(names)), np.nan)
-    n = np.zeros((len(names), len(names)), dtype=np.int64)
-    pos = {str(label): k for k, label in enumerate(labels)}
+                           names: list[str], average: str = "pooled",
+                           area_average: str = "mean") -> np.ndarray:
+    """Noise correlation per pair of ``names`` averaged over unit pairs (``area_average``, see
+    :func:`.correlation.area_stats`), stacked ``(4, n_names, n_names)``: the average, the SD
+    across pairs, the number of pairs and the number clipped (areas absent from ``areas`` give
+    NaN and 0). One array, so one Dask task returns it."""
+    st = area_stats(noise_correlation(counts, keys, average), np.asarray(areas), area_average)
+    out = np.full((4, len(names), len(names)), np.nan)
+    out[2:] = 0
+    pos = {str(label): k for k, label in enumerate(st.labels)}
     idx = [pos.get(name) for name in names]
     for a, ia in enumerate(idx):
         for b, ib in enumerate(idx):
             if ia is not None and ib is not None:
-                out[a, b] = mean[ia, ib]
-                n[a, b] = pairs[ia, ib]
-    return out, n
+                out[:, a, b] = (st.value[ia, ib], st.sd[ia, ib], st.pairs[ia, ib],
+                                st.clipped[ia, ib])
+    return out

@@ -73,8 +73,11 @@ def _combine(results: dict[int, Any]) -> Any:
     values = list(results.values())
     ids = list(results)
     if all(isinstance(v, xr.DataArray | xr.Dataset) for v in values):
-        return xr.concat(values, dim=pd.Index(ids, name="session_id"), coords="minimal",
-                         compat="override", join="outer")
+        # "different": a coordinate that differs between sessions (segment counts, standard
+        # errors, confidence bounds) gets a session_id dimension instead of the first
+        # session's values standing for all of them
+        return xr.concat(values, dim=pd.Index(ids, name="session_id"), coords="different",
+                         compat="equals", join="outer")
     if all(isinstance(v, pd.DataFrame | pd.Series) for v in values):
         return pd.concat(values, keys=ids, names=["session_id"])
     return results
