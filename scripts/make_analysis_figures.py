@@ -69,13 +69,17 @@ def main(cache_dir: str | None) -> None:
     change = relative_to(mt, "spontaneous").sel(frequency=slice(1, 100))
     for stim, ls in (("drifting_gratings", "-"), ("flashes", "--")):
         for st in ("VISp", "CA1"):
-            axes[1].plot(change.frequency, change.sel(stimulus=stim, structure=st), ls=ls,
-                         label=f"{st}, {stim.replace('_', ' ')}")
+            one = change.sel(stimulus=stim, structure=st)
+            line, = axes[1].plot(change.frequency, one, ls=ls,
+                                 label=f"{st}, {stim.replace('_', ' ')}")
+            axes[1].fill_between(change.frequency, one.ci_low, one.ci_high, alpha=0.15, lw=0,
+                                 color=line.get_color())
     axes[1].axhline(0, color="k", lw=0.5)
     axes[1].set_xlabel("Frequency (Hz)")
     axes[1].set_ylabel("Power change vs spontaneous (dB)")
     axes[1].legend(fontsize=8, frameon=False)
-    axes[1].set_title("multitaper, 250 ms segments, NW = 2 (3 tapers)")
+    axes[1].set_title("multitaper, 250 ms segments, NW = 2 (3 tapers); bands: 95% CI",
+                      fontsize=10)
     save(fig, "analyses-spectral-change.png")
     print("n_segments welch", dict(zip(welch.stimulus.values, welch.n_segments.values,
                                       strict=True)))

@@ -702,6 +702,30 @@ def test_heat_map_draws_missing_values_apart_from_zero(session):
     assert any(t.get_text() == "n/a" for t in fig.axes[0].texts)
 
 
+def test_spectrum_figures_shade_the_confidence_interval(session):
+    """The bands of plot_spectra / plot_spectral_change are the result's ci_low…ci_high (the
+    figure says so), not ± SEM, wherever the spectra carry an interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from neuropixels_dask.plots import plot_spectra, plot_spectral_change
+
+    spectra = session_structure_spectra(session, ["spontaneous", "drifting_gratings"]).compute()
+    for fig, data in (
+            (plot_spectra(spectra, "spontaneous"), spectra.sel(stimulus="spontaneous")),
+            (plot_spectral_change(relative_to(spectra), "drifting_gratings"),
+             relative_to(spectra).sel(stimulus="drifting_gratings"))):
+        ax = fig.axes[0]
+        assert "95% CI" in ax.get_title()
+        first = data.isel(structure=0).sel(frequency=slice(1.0, 100.0))
+        band = ax.collections[0].get_paths()[0].vertices[:, 1]
+        want = np.concatenate([first.ci_low, first.ci_high]).astype(float)
+        want = want[np.isfinite(want)]
+        assert np.isin(np.round(want, 20), np.round(band, 20)).mean() > 0.99
+        if "sem" in first.coords:  # the V²/Hz spectra carry both: the band is not ± SEM
+            assert not np.allclose(first.ci_high - first, first.sem, equal_nan=True)
+
+
 def test_readme_script_runs_as_a_script(tiny_cache_dir, tmp_path):
     """Defect 9: the README's "Use it from Python" code, saved as a file and run, starts its
     cluster and computes (it needs `if __name__ == "__main__":`)."""

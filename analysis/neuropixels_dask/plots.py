@@ -24,8 +24,30 @@ def _color(structure: str):
     return "tab:gray"
 
 
+def _band(ax, x, one: xr.DataArray, color, one_session: bool) -> str | None:
+    """Shade the confidence interval of ``one`` (``ci_low``/``ci_high``) where it has one, else
+    ± its SEM; what was drawn, for the title (None: nothing, e.g. a mean over sessions)."""
+    if not one_session:
+        return None
+    if "ci_low" in one.coords and "ci_high" in one.coords:
+        ax.fill_between(x, one.ci_low, one.ci_high, color=color, alpha=0.2, lw=0)
+        return "ci"
+    if "sem" in one.coords:
+        ax.fill_between(x, one - one.sem, one + one.sem, color=color, alpha=0.2, lw=0)
+        return "sem"
+    return None
+
+
+def _band_label(spectra: xr.DataArray, drawn: str | None) -> str:
+    if drawn == "ci":
+        return f" (bands: {spectra.attrs.get('ci', {}).get('level', 0.95):.0%} CI)"
+    return " (bands: ± SEM)" if drawn == "sem" else ""
+
+
 def plot_spectra(spectra: xr.DataArray, stimulus: str = "all", fmax: float = 100.0, ax=None):
-    """PSD per structure (log power) for one stimulus; mean over sessions if present."""
+    """PSD per structure (log power) for one stimulus; mean over sessions if present. Bands:
+    the confidence interval where the spectra carry one (``lfp_spectra``'s ``ci_low`` /
+    ``ci_high``), else ± SEM; none for a mean over sessions."""
     choice("stimulus", stimulus, list(spectra.stimulus.values))
     s = spectra.sel(stimulus=stimulus)
     if "session_id" in s.dims:
@@ -33,34 +55,40 @@ def plot_spectra(spectra: xr.DataArray, stimulus: str = "all", fmax: float = 100
     s = s.sel(frequency=slice(1.0, fmax))
     ax = ax or plt.subplots(figsize=(7, 4.5))[1]
     styles = ["-", "--", ":", "-."]
+    drawn = None
     for k, st in enumerate(s.structure.values):
         one = s.sel(structure=st)
         ax.semilogy(s.frequency, one, label=st, color=_color(str(st)),
                     ls=styles[k % len(styles)])
-        if "sem" in one.coords and "session_id" not in spectra.dims:  # ± SEM across segments
-            ax.fill_between(s.frequency, one - one.sem, one + one.sem, color=_color(str(st)),
-                            alpha=0.2, lw=0)
+        drawn = _band(ax, s.frequency, one, _color(str(st)), "session_id" not in spectra.dims)
     ax.set_xlabel("Frequency (Hz)")
     ax.set_ylabel("LFP power (V²/Hz)")
-    ax.set_title(f"LFP power spectrum by area — {stimulus.replace('_', ' ')}")
+    ax.set_title(f"LFP power spectrum by area — {stimulus.replace('_', ' ')}"
+                 + _band_label(spectra, drawn), fontsize=10)
     ax.legend(ncol=2, fontsize=8, frameon=False)
     return ax.figure
 
 
 def plot_spectral_change(change: xr.DataArray, stimulus: str, fmax: float = 100.0, ax=None):
-    """Power change relative to spontaneous activity (dB) per structure."""
+    """Power change relative to spontaneous activity (dB) per structure, with the interval of
+    the ratio as a band where ``relative_to`` gave one."""
     choice("stimulus", stimulus, list(change.stimulus.values))
     c = change.sel(stimulus=stimulus)
     if "session_id" in c.dims:
         c = c.mean("session_id")
     c = c.sel(frequency=slice(1.0, fmax))
     ax = ax or plt.subplots(figsize=(7, 4.5))[1]
+    drawn = None
     for st in c.structure.values:
-        ax.plot(c.frequency, c.sel(structure=st), label=st, color=_color(str(st)))
+        one = c.sel(structure=st)
+        ax.plot(c.frequency, one, label=st, color=_color(str(st)))
+        if "ci_low" in one.coords:
+            drawn = _band(ax, c.frequency, one, _color(str(st)), "session_id" not in change.dims)
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xlabel("Frequency (Hz)")
     ax.set_ylabel("Power change vs spontaneous (dB)")
-    ax.set_title(f"{stimulus.replace('_', ' ')} vs spontaneous")
+    ax.set_title(f"{stimulus.replace('_', ' ')} vs spontaneous" + _band_label(change, drawn),
+                 fontsize=10)
     ax.legend(ncol=2, fontsize=8, frameon=False)
     return ax.figure
 
