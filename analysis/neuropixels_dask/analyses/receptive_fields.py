@@ -88,9 +88,8 @@ def receptive_fields(session, unit_ids=None, *, stimulus_name: str | None = None
     valid_d = da.from_array(valid[:, None, :], chunks=((valid.shape[0],), (1,), data.chunks[2]))
     maps = da.map_blocks(kernel, data, valid_d, drop_axis=[0, 1], new_axis=[1, 2],
                          chunks=(data.chunks[2], (ys.size,), (xs.size,)), dtype=np.float64)
-    step = R.RF_DEGREES_PER_POSITION
-    azimuth = (xs - xs.min()) / _spacing(xs) * step + R.RF_AZIMUTH_OFFSET
-    elevation = (ys - ys.min()) / _spacing(ys) * step + R.RF_ELEVATION_OFFSET
+    azimuth = R.grid_degrees(xs, xs, R.RF_AZIMUTH_OFFSET)
+    elevation = R.grid_degrees(ys, ys, R.RF_ELEVATION_OFFSET)
     return xr.DataArray(
         maps, dims=("unit_id", "y_position", "x_position"), name="receptive_field",
         coords={"unit_id": units.index.to_numpy(), "y_position": ys, "x_position": xs,
@@ -103,10 +102,6 @@ def receptive_fields(session, unit_ids=None, *, stimulus_name: str | None = None
                "positions": "stimulus degrees from the screen centre; azimuth/elevation: the "
                             "release's degrees (AllenSDK's conversion)",
                **_skipped(valid)})
-
-
-def _spacing(values: np.ndarray) -> float:
-    return float(np.diff(np.sort(values)).min()) if values.size > 1 else 1.0
 
 
 def receptive_field_centres(session, unit_ids=None, *, stimulus_name: str | None = None,

@@ -176,6 +176,18 @@ RF_AZIMUTH_OFFSET = 10.0
 RF_ELEVATION_OFFSET = -30.0
 
 
+def grid_degrees(values, grid: np.ndarray, offset: float) -> np.ndarray:
+    """Patch positions (``x_position`` or ``y_position``, stimulus degrees) on ``grid`` (the
+    positions shown) in the release's ``azimuth_rf`` / ``elevation_rf`` degrees: AllenSDK counts
+    grid steps from the lowest position, 10° each, plus ``offset`` (:data:`RF_AZIMUTH_OFFSET`
+    or :data:`RF_ELEVATION_OFFSET`); on the release's −40…40° grid azimuth = x + 50°,
+    elevation = y + 10°."""
+    grid = np.unique(np.asarray(grid, dtype=np.float64))
+    step = float(np.diff(grid).min()) if grid.size > 1 else 1.0
+    return (np.asarray(values, dtype=np.float64) - grid[0]) / step * RF_DEGREES_PER_POSITION \
+        + offset
+
+
 def rf_centre(rf: np.ndarray, mask_threshold: float = 0.5,
               integer_smoothing: bool = False) -> tuple[float, float, float]:
     """Receptive-field centre as AllenSDK's ``ReceptiveFieldMapping`` finds it: ``(azimuth_rf,

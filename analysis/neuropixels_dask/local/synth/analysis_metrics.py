@@ -95,17 +95,9 @@ def _by(means: np.ndarray, table: pd.DataFrame, col: str) -> pd.Series:
 
 def rf_degrees(x: float, y: float, table: pd.DataFrame) -> tuple[float, float]:
     """A point ``(x_position, y_position)`` of the Gabor grid in ``table``, in the release's
-    ``azimuth_rf`` / ``elevation_rf`` degrees: AllenSDK converts the centre of mass in grid
-    positions (columns: x ascending; rows: y descending) with ``convert_azimuth_to_degrees`` and
-    ``convert_elevation_to_degrees``, so on the release's grid (−40…40° in 10° steps)
-    azimuth = x + 50 and elevation = y + 10."""
-    xs = np.unique(table["x_position"].to_numpy(float))
-    ys = np.unique(table["y_position"].to_numpy(float))
-    step = R.RF_DEGREES_PER_POSITION
-    col = (x - xs.min()) / np.diff(xs).min()
-    row_from_bottom = (y - ys.min()) / np.diff(ys).min()
-    return (float(col * step + R.RF_AZIMUTH_OFFSET),
-            float(row_from_bottom * step + R.RF_ELEVATION_OFFSET))
+    ``azimuth_rf`` / ``elevation_rf`` degrees (:func:`kernels.responses.grid_degrees`)."""
+    return (float(R.grid_degrees(x, table["x_position"], R.RF_AZIMUTH_OFFSET)),
+            float(R.grid_degrees(y, table["y_position"], R.RF_ELEVATION_OFFSET)))
 
 
 def unit_metrics(rate: np.ndarray, model: M.SessionModel, truth: M.UnitTruth) -> dict:
